@@ -1,0 +1,38 @@
+# Two entry points for a fresh Debian 12 machine: `make compare` and `make test`.
+# Both create .venv, install the package, and (as root) the Debian tools the tests use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEB_PKGS := strace nghttp2-client nghttp2-server tshark curl openssl iproute2
+STAMP := $(VENV)/.installed
+
+.PHONY: setup compare test lint clean
+
+$(STAMP): pyproject.toml
+	@if [ "$$(id -u)" = 0 ]; then \
+	  missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "apt-get install$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  fi; \
+	fi
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+compare: $(STAMP)
+	$(BIN)/writeshape compare $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy toolkit strace_parsers tls_probe
+
+clean:
+	rm -rf $(VENV) .pytest_cache .benchmarks
