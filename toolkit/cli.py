@@ -39,13 +39,16 @@ def serve(
     max_frame_size: Annotated[int, typer.Option(help="cap on DATA frame payload")] = 16384,
     tls_mode: Annotated[str, typer.Option(help="membio (instrumented) or stdlib")] = "membio",
     tls_version: Annotated[str, typer.Option(help="1.3 or 1.2")] = "1.3",
-    flush_bytes: Annotated[str, typer.Option(help="DATA payload bytes gathered per flush")] = "1MiB",
+    flush_bytes: Annotated[str, typer.Option(help="DATA payload bytes per flush")] = "1MiB",
     dynamic_records: Annotated[
         bool, typer.Option("--dynamic-records", help="small TLS records first (coalesce)")
     ] = False,
     tracemalloc_on: Annotated[
         bool, typer.Option("--tracemalloc", help="trace Python allocations from the start")
     ] = False,
+    stats_json: Annotated[
+        Path | None, typer.Option(help="write the final /stats JSON here at exit")
+    ] = None,
 ) -> None:
     """Run the HTTP/2 server with a chosen DATA write strategy."""
     from toolkit.server import ServerConfig, run_server
@@ -56,6 +59,7 @@ def serve(
         threads=threads, max_frame_bytes=max_frame_size, tls_mode=tls_mode,
         tls_version=tls_version, flush_bytes=parse_size(flush_bytes),
         dynamic_records=dynamic_records, tracemalloc=tracemalloc_on,
+        stats_json=str(stats_json) if stats_json else None,
     )
     cfg.validate()
     run_server(cfg, announce=lambda line: print(line, flush=True))
@@ -95,7 +99,9 @@ def syscalls(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     pid: Annotated[int | None, typer.Option(help="only this pid")] = None,
     fd_kind: Annotated[str, typer.Option(help="socket, pipe, file or any")] = "any",
-    strict: Annotated[bool, typer.Option("--strict", help="fail at the first unparsed line")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="fail at the first unparsed line")
+    ] = False,
 ) -> None:
     """Count syscalls, errors and bytes in real strace output."""
     from toolkit.syscalls_command import run_syscalls

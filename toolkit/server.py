@@ -1,0 +1,740 @@
+"""The writeshape HTTP/2 server: h2 for the protocol, a strategy for the DATA write shape.
+
+The I/O shell. One asyncio loop drives readiness of raw non-blocking sockets
+(``add_reader``/``add_writer``); no asyncio transport stands between a strategy and the
+kernel, since ``transport.write`` copies and ``writelines`` joins. Each connection:
+
+    recv -> [TLS] -> h2.receive_data -> events -> responses
+    responses -> flush (segments, bounded by flush_bytes) -> strategy plan
+              -> [TLS: SSL_writes + ciphertext] -> SocketWriter (exact syscalls)
+
+With ``threads=True`` every stream gets its own thread that builds and writes its DATA
+flushes under the connection lock, as the review's server spawns a task per stream: the
+body-sized buffer of ``single`` is then allocated by many threads (glibc arenas).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import select
+import signal
+import socket
+import ssl
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import h2.config
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+
+from toolkit.body import BodyStore
+from toolkit.errors import UsageError, WriteshapeError
+from toolkit.h2_zero_copy import ZeroCopyH2Connection
+from toolkit.memory import memory_report
+from toolkit.socket_writer import SendCounters, SocketWriter
+from toolkit.strategies import (
+    STRATEGIES,
+    Buffer,
+    CipherFlush,
+    Coalesce,
+    SocketCall,
+    SslWrite,
+    Strategy,
+    TlsStep,
+    make_strategy,
+)
+
+log = logging.getLogger("writeshape.server")
+
+RECV_BYTES = 256 * 1024
+MAX_BYTES_ENDPOINT = 1 << 30  # /bytes/N refuses more than 1 GiB
+
+
+@dataclass
+class ServerConfig:
+    strategy: str = "single"
+    tls: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8443
+    body_bytes: int = 1 << 20
+    threads: bool = False
+    max_frame_bytes: int = 16384
+    tls_mode: str = "membio"
+    tls_version: str = "1.3"
+    flush_bytes: int = 1 << 20
+    dynamic_records: bool = False
+    tracemalloc: bool = False
+    stats_json: str | None = None
+    # Protection limits (defaults close to nghttp2's).
+    max_concurrent_streams: int = 100
+    max_header_list_bytes: int = 65536
+    idle_timeout_s: float = 120.0
+    max_control_frames_queued: int = 10000
+    max_resets_per_s: int = 1000
+
+    @property
+    def transport(self) -> str:
+        return "h2" if self.tls else "h2c"
+
+    def validate(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise UsageError(
+                f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
+        make_strategy(self.strategy, tls=self.tls)  # raises for coalesce without TLS
+        if not 1 <= self.max_frame_bytes <= (1 << 24) - 1:
+            raise UsageError("--max-frame-size must be 1..16777215 (it caps DATA payloads)")
+        if self.tls_mode not in ("membio", "stdlib"):
+            raise UsageError("--tls-mode must be membio or stdlib")
+        if self.tls_version not in ("1.2", "1.3"):
+            raise UsageError("--tls-version must be 1.2 or 1.3")
+        if not 0 <= self.port <= 65535:
+            raise UsageError(f"--port must be 0..65535, not {self.port}")
+        if self.flush_bytes < 1:
+            raise UsageError("--flush-bytes must be at least 1")
+
+
+@dataclass
+class TlsTotals:
+    records: int = 0
+    record_bytes: int = 0
+    ssl_writes: int = 0
+    handshake_records: int = 0
+    application_records: int = 0
+    plaintext_bytes: int = 0
+
+    def add(self, stats: Any) -> None:
+        for name in ("records", "record_bytes", "ssl_writes", "handshake_records",
+                     "application_records", "plaintext_bytes"):
+            setattr(self, name, getattr(self, name) + int(getattr(stats, name, 0) or 0))
+
+
+@dataclass
+class ServerStats:
+    strategy: str
+    transport: str
+    tls_mode: str | None
+    responses: int = 0
+    requests: int = 0
+    connections_accepted: int = 0
+    connections_closed: int = 0
+    protocol_errors: int = 0
+    counters: SendCounters = field(default_factory=SendCounters)
+    tls_closed: TlsTotals = field(default_factory=TlsTotals)
+    tcp_data_segs_out: int = 0
+    tcp_bytes_sent: int = 0
+    tcp_connections_read: int = 0
+
+    def to_dict(self, live_tls: list[Any]) -> dict[str, Any]:
+        tls: dict[str, Any] | None = None
+        if self.transport == "h2":
+            if self.tls_mode == "membio":
+                total = TlsTotals(**asdict(self.tls_closed))
+                for st in live_tls:
+                    total.add(st)
+                tls = asdict(total)
+            else:  # OpenSSL's socket BIO writes the records: only the SSL_writes are ours.
+                tls = {"records": None, "record_bytes": None,
+                       "ssl_writes": self.counters.calls["ssl_write"]}
+        return {
+            "strategy": self.strategy,
+            "transport": self.transport,
+            "tls_mode": self.tls_mode,
+            "responses": self.responses,
+            "requests": self.requests,
+            "bytes_sent": self.counters.bytes_sent,
+            "send_calls": self.counters.to_dict(),
+            "send_calls_eagain": {"send": self.counters.eagain["send"],
+                                  "sendmsg": self.counters.eagain["sendmsg"]},
+            "syscalls": (self.counters.by_syscall()
+                         if self.tls_mode != "stdlib" else None),
+            "connections_accepted": self.connections_accepted,
+            "connections_closed": self.connections_closed,
+            "protocol_errors": self.protocol_errors,
+            "tls": tls,
+            "tcp": {"data_segs_out": self.tcp_data_segs_out,
+                    "bytes_sent": self.tcp_bytes_sent,
+                    "connections": self.tcp_connections_read},
+        }
+
+
+@dataclass
+class Response:
+    stream_id: int
+    body: memoryview
+    offset: int = 0
+    started_s: float = 0.0
+
+    @property
+    def remaining(self) -> int:
+        return len(self.body) - self.offset
+
+
+def _h2_config() -> h2.config.H2Configuration:
+    return h2.config.H2Configuration(client_side=False, header_encoding=None,
+                                     validate_inbound_headers=True)
+
+
+class Connection:
+    """One client connection: h2 state, pending responses, the write pipeline."""
+
+    def __init__(self, server: Server, sock: socket.socket, peer: str) -> None:
+        self.server = server
+        self.cfg = server.cfg
+        self.sock = sock
+        self.peer = peer
+        self.loop = server.loop
+        self.h2 = ZeroCopyH2Connection(_h2_config())
+        self.strategy: Strategy = make_strategy(self.cfg.strategy, tls=self.cfg.tls,
+                                                dynamic_records=self.cfg.dynamic_records)
+        self.writer = SocketWriter(sock, server.stats.counters)
+        self.responses: dict[int, Response] = {}
+        self.plan: Iterator[SocketCall] | None = None
+        self.closed = False
+        self.closing = False
+        self.writing_registered = False
+        self.last_activity_s = time.monotonic()
+        self.lock: threading.RLock | contextlib.nullcontext[None] = (
+            threading.RLock() if self.cfg.threads else contextlib.nullcontext())
+        self.window_open = threading.Condition(threading.Lock()) if self.cfg.threads else None
+        self.tls: Any = None
+        self.tls_stdlib: ssl.SSLSocket | None = None
+        self.handshake_done = not self.cfg.tls
+        self.resets: list[float] = []
+
+    # ---- start -------------------------------------------------------------------
+    def start(self) -> None:
+        if self.cfg.tls and self.cfg.tls_mode == "membio":
+            from tls_probe import InstrumentedTLS
+
+            self.tls = InstrumentedTLS(self.server.ssl_context, server_side=True)
+        elif self.cfg.tls:
+            assert self.server.ssl_context is not None
+            # wrap_socket detaches the plain socket: from here on the SSLSocket is the socket.
+            self.tls_stdlib = self.server.ssl_context.wrap_socket(
+                self.sock, server_side=True, do_handshake_on_connect=False)
+            self.sock = self.tls_stdlib
+            self.writer = SocketWriter(self.tls_stdlib, self.server.stats.counters)
+        if not self.cfg.tls:
+            self._start_h2()
+        self.loop.add_reader(self.sock.fileno(), self.on_readable)
+        if self.tls_stdlib is not None:
+            self._stdlib_handshake()
+
+    def _start_h2(self) -> None:
+        with self.lock:
+            self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.cfg.max_concurrent_streams,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: self.cfg.max_header_list_bytes,
+            })
+            self.h2.initiate_connection()
+        self.pump()
+
+    # ---- reading -----------------------------------------------------------------
+    def on_readable(self) -> None:
+        if self.closed:
+            return
+        try:
+            data = self.sock.recv(RECV_BYTES)
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
+            return
+        except ssl.SSLWantWriteError:
+            return
+        except (ConnectionError, OSError, ssl.SSLError) as exc:
+            self.close(f"read failed: {exc.__class__.__name__}: {exc}")
+            return
+        if not data:
+            self.close(None if not self.responses else "client closed mid-response")
+            return
+        self.last_activity_s = time.monotonic()
+        if self.tls is not None:
+            data = self._tls_receive(data)
+            if data is None:
+                return
+        if data:
+            self._h2_receive(data)
+
+    def _tls_receive(self, data: bytes) -> bytes | None:
+        from tls_probe import TlsHandshakeError
+
+        tls = self.tls
+        try:
+            tls.feed_ciphertext(data)
+            if not self.handshake_done:
+                done = tls.do_handshake()
+                out = tls.take_ciphertext()
+                if out:
+                    self._send_raw(out)
+                if not done:
+                    return None
+                self.handshake_done = True
+                if tls.alpn_protocol != "h2":
+                    self.close(f"ALPN {tls.alpn_protocol!r} is not h2")
+                    return None
+                self._start_h2()
+            chunks = []
+            while True:
+                chunk = tls.read_plaintext(RECV_BYTES)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+            return b"".join(chunks)
+        except (TlsHandshakeError, ssl.SSLError) as exc:
+            self.close(f"TLS error: {exc}")
+            return None
+
+    def _stdlib_handshake(self) -> None:
+        assert self.tls_stdlib is not None
+        try:
+            self.tls_stdlib.do_handshake()
+        except ssl.SSLWantReadError:
+            return
+        except ssl.SSLWantWriteError:
+            self.loop.call_later(0.001, self._stdlib_handshake)
+            return
+        except (ssl.SSLError, OSError) as exc:
+            self.close(f"TLS error: {exc}")
+            return
+        self.handshake_done = True
+        if self.tls_stdlib.selected_alpn_protocol() != "h2":
+            self.close(f"ALPN {self.tls_stdlib.selected_alpn_protocol()!r} is not h2")
+            return
+        self._start_h2()
+
+    def _h2_receive(self, data: bytes) -> None:
+        if self.tls_stdlib is not None and not self.handshake_done:
+            self._stdlib_handshake()
+            return
+        with self.lock:
+            try:
+                events = self.h2.receive_data(data)
+            except h2.exceptions.ProtocolError as exc:
+                self.server.stats.protocol_errors += 1
+                self._goaway_and_close(f"protocol error: {exc}", exc)
+                return
+            for ev in events:
+                self._handle_event(ev)
+                if self.closing:
+                    return
+        self.pump()
+
+    def _handle_event(self, ev: h2.events.Event) -> None:
+        if isinstance(ev, h2.events.RequestReceived):
+            self._on_request(ev)
+        elif isinstance(ev, h2.events.DataReceived):
+            # Request bodies are not used; give the window back so clients never stall.
+            if ev.flow_controlled_length and ev.stream_id in self.h2.streams:
+                self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+        elif isinstance(ev, h2.events.StreamReset):
+            self.responses.pop(ev.stream_id, None)
+            now = time.monotonic()
+            self.resets = [t for t in self.resets if now - t < 1.0] + [now]
+            if len(self.resets) > self.cfg.max_resets_per_s:
+                self._goaway_and_close("too many stream resets (rapid reset)",
+                                       h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        elif isinstance(ev, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
+            if self.window_open is not None:
+                with self.window_open:
+                    self.window_open.notify_all()
+        elif isinstance(ev, h2.events.ConnectionTerminated):
+            self.closing = True
+            self.loop.call_soon(self.close, None)
+
+    # ---- requests ----------------------------------------------------------------
+    def _on_request(self, ev: h2.events.RequestReceived) -> None:
+        headers = {k: v for k, v in (ev.headers or [])}
+        method = headers.get(b":method", b"")
+        path = headers.get(b":path", b"/").decode("latin-1")
+        self.server.stats.requests += 1
+        status, body, ctype = self.server.route(method, path)
+        sid = ev.stream_id
+        resp_headers = [(b":status", str(status).encode()),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"content-type", ctype), (b"server", b"writeshape")]
+        self.h2.send_headers(sid, resp_headers, end_stream=len(body) == 0)
+        if len(body) == 0:
+            self.server.stats.responses += 1
+            return
+        resp = Response(sid, body, started_s=time.monotonic())
+        if self.cfg.threads:
+            threading.Thread(target=self._stream_thread, args=(resp,), daemon=True,
+                             name=f"stream-{sid}").start()
+        else:
+            self.responses[sid] = resp
+
+    # ---- writing -----------------------------------------------------------------
+    def build_flush(self, only: Response | None = None) -> list[Buffer]:
+        """The segments of the next flush: h2's queued frames, then DATA frames taken
+        round-robin from the responses while windows and the flush budget allow."""
+        segs: list[Buffer] = []
+        queued = self.h2.data_to_send()
+        if queued:
+            segs.append(queued)
+        budget = self.cfg.flush_bytes
+        frame_max = min(self.h2.max_outbound_frame_size, self.cfg.max_frame_bytes)
+        active = [only] if only is not None else list(self.responses.values())
+        # Round-robin in slices of `quantum` frames: fair between streams, and one h2
+        # call per slice instead of one per frame.
+        quantum = frame_max * 16
+        while budget > 0 and active:
+            still = []
+            for resp in active:
+                sid = resp.stream_id
+                if sid not in self.h2.streams:
+                    self.responses.pop(sid, None)
+                    continue
+                window = self.h2.local_flow_control_window(sid)
+                if window <= 0:
+                    continue
+                n = min(resp.remaining, window, quantum, budget)
+                end = n == resp.remaining
+                self.h2.send_data_run(
+                    sid, resp.body[resp.offset:resp.offset + n], frame_max, end, segs)
+                resp.offset += n
+                budget -= n
+                if end:
+                    self.server.stats.responses += 1
+                    self.responses.pop(sid, None)
+                else:
+                    still.append(resp)
+                if budget <= 0:
+                    break
+            active = still
+        return segs
+
+    def _plan(self, segs: list[Buffer]) -> Iterator[SocketCall]:
+        if self.tls is not None:
+            return self._tls_calls(self.strategy.plan_tls(segs))
+        if self.tls_stdlib is not None:
+            return self._stdlib_calls(self.strategy.plan_tls(segs))
+        return self.strategy.plan(segs)
+
+    def _tls_calls(self, steps: Iterator[TlsStep]) -> Iterator[SocketCall]:
+        """Run the SSL_writes of a TLS plan; turn each CipherFlush into one socket call."""
+        tls = self.tls
+        pending: list[bytes] = []
+        for step in steps:
+            if isinstance(step, SslWrite):
+                tls.write_plaintext(step.plaintext)
+                out = tls.take_ciphertext()
+                if out:
+                    pending.append(out)
+            elif pending:
+                assert isinstance(step, CipherFlush)
+                if step.method == "sendmsg":
+                    yield SocketCall("sendmsg", tuple(pending), step.flags)
+                else:
+                    yield SocketCall("send", (pending[0] if len(pending) == 1
+                                              else b"".join(pending),), step.flags)
+                pending = []
+        if pending:  # a plan that forgot its last flush must not lose bytes
+            yield SocketCall("send", (b"".join(pending),))
+
+    def _stdlib_calls(self, steps: Iterator[TlsStep]) -> Iterator[SocketCall]:
+        # SSLSocket.send is one SSL_write; OpenSSL's socket BIO decides records and syscalls.
+        for step in steps:
+            if isinstance(step, SslWrite):
+                yield SocketCall("send", (step.plaintext,))
+
+    def _drive(self) -> bool:
+        """Continue the current plan; True when it is complete, False if blocked."""
+        try:
+            if self.writer.busy and not self.writer.write_pending():
+                return False
+            plan = self.plan
+            while plan is not None:
+                call = next(plan, None)
+                if call is None:
+                    self.plan = None
+                    break
+                if self.tls_stdlib is not None:
+                    self.server.stats.counters.calls["ssl_write"] += 1
+                if not self.writer.submit(call):
+                    return False
+        except ssl.SSLWantWriteError:
+            return False
+        return True
+
+    def pump(self) -> None:
+        """Write until the socket blocks or nothing is left (event-loop mode)."""
+        if self.closed or not self.handshake_done:
+            return
+        with self.lock:
+            try:
+                for _ in range(64):  # then yield to the loop so reads are not starved
+                    if not self._drive():
+                        self._want_write(True)
+                        return
+                    segs = self.build_flush() if not self.cfg.threads else self._control_only()
+                    if not segs:
+                        self._want_write(False)
+                        return
+                    self.plan = self._plan(segs)
+                self.loop.call_soon(self.pump)
+            except (ConnectionError, OSError, ssl.SSLError) as exc:
+                self.close(f"write failed: {exc.__class__.__name__}: {exc}")
+
+    def _control_only(self) -> list[Buffer]:
+        queued = self.h2.data_to_send()
+        return [queued] if queued else []
+
+    def _want_write(self, on: bool) -> None:
+        if on == self.writing_registered or self.closed:
+            return
+        fd = self.sock.fileno()
+        if on:
+            self.loop.add_writer(fd, self.pump)
+        else:
+            self.loop.remove_writer(fd)
+        self.writing_registered = on
+
+    def _send_raw(self, data: bytes) -> None:
+        """Handshake ciphertext: not part of any strategy's shape, but counted."""
+        while self.plan is not None or self.writer.busy:
+            if not self._drive():
+                self._wait_writable_blocking()
+        if not self.writer.submit(SocketCall("send", (data,))):
+            while not self._drive():
+                self._wait_writable_blocking()
+
+    def _wait_writable_blocking(self, timeout_s: float = 1.0) -> None:
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLOUT | select.POLLERR | select.POLLHUP)
+        poller.poll(timeout_s * 1000)
+
+    # ---- thread per stream ----------------------------------------------------------
+    def _stream_thread(self, resp: Response) -> None:
+        try:
+            while not self.closed and resp.remaining > 0:
+                with self.lock:
+                    if resp.stream_id not in self.h2.streams:
+                        return
+                    window = self.h2.local_flow_control_window(resp.stream_id)
+                    if window > 0:
+                        segs = self.build_flush(only=resp)
+                        self.plan = self._plan(segs)
+                        deadline = time.monotonic() + self.cfg.idle_timeout_s
+                        while not self._drive():
+                            if self.closed or time.monotonic() > deadline:
+                                return
+                            self._wait_writable_blocking()
+                        continue
+                assert self.window_open is not None
+                with self.window_open:
+                    self.window_open.wait(0.05)
+        except (ConnectionError, OSError, ssl.SSLError, h2.exceptions.ProtocolError) as exc:
+            self.loop.call_soon_threadsafe(self.close, f"stream thread: {exc}")
+
+    # ---- closing -------------------------------------------------------------------
+    def _goaway_and_close(self, reason: str, exc_or_code: Any = None) -> None:
+        code = h2.errors.ErrorCodes.PROTOCOL_ERROR
+        if isinstance(exc_or_code, h2.errors.ErrorCodes):
+            code = exc_or_code
+        elif isinstance(exc_or_code, h2.exceptions.ProtocolError):
+            code = getattr(exc_or_code, "error_code", code)
+        with contextlib.suppress(Exception):
+            self.h2.close_connection(error_code=code)
+        self.closing = True
+        self.responses.clear()
+        self._flush_best_effort()
+        self.close(reason)
+
+    def _flush_best_effort(self) -> None:
+        """Send what h2 queued (GOAWAY) without blocking; drop it if the peer is gone."""
+        with contextlib.suppress(Exception):
+            queued = self.h2.data_to_send()
+            if not queued or self.writer.busy or self.plan is not None:
+                return
+            if self.tls is not None:
+                self.tls.write_plaintext(queued)
+                queued = self.tls.take_ciphertext()
+            self.writer.submit(SocketCall("send", (queued,)))
+
+    def shutdown(self) -> None:
+        """Server stopping: GOAWAY(NO_ERROR), then close."""
+        with contextlib.suppress(Exception):
+            self.h2.close_connection()
+        self._flush_best_effort()
+        self.close(None)
+
+    def close(self, reason: str | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.responses.clear()
+        stats = self.server.stats
+        stats.connections_closed += 1
+        if reason:
+            log.warning("connection %s closed: %s", self.peer, reason)
+        fd = self.sock.fileno()
+        if fd >= 0:
+            self.loop.remove_reader(fd)
+            if self.writing_registered:
+                self.loop.remove_writer(fd)
+            self.server.read_tcp_info(self.sock)
+        if self.tls is not None:
+            stats.tls_closed.add(self.tls.stats)
+        self.server.connections.discard(self)
+        if self.window_open is not None:
+            with self.window_open:
+                self.window_open.notify_all()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class Server:
+    def __init__(self, cfg: ServerConfig, loop: asyncio.AbstractEventLoop) -> None:
+        self.cfg = cfg
+        self.loop = loop
+        self.stats = ServerStats(cfg.strategy, cfg.transport,
+                                 cfg.tls_mode if cfg.tls else None)
+        self.bodies = BodyStore(cfg.body_bytes)
+        self.default_body = self.bodies.view(cfg.body_bytes)
+        self.connections: set[Connection] = set()
+        self.ssl_context: ssl.SSLContext | None = None
+        self.cert_bundle: Any = None
+        self.listener: socket.socket | None = None
+        self._tcp_info_ok = True
+
+    def start(self) -> str:
+        if self.cfg.tls:
+            from tls_probe import make_server_context
+
+            self.ssl_context, self.cert_bundle = make_server_context(
+                tls_version=self.cfg.tls_version, alpn=("h2",))
+        try:
+            infos = socket.getaddrinfo(self.cfg.host, self.cfg.port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise UsageError(f"cannot resolve --host {self.cfg.host!r}: {exc}") from exc
+        family, _, _, _, addr = infos[0]
+        lsock = socket.socket(family, socket.SOCK_STREAM)
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            lsock.bind(addr)
+        except OSError as exc:
+            lsock.close()
+            raise WriteshapeError(
+                f"cannot listen on {self.cfg.host}:{self.cfg.port}: {exc.strerror} "
+                "(pick another --port, or --port 0 for a free one)") from exc
+        lsock.listen(1024)
+        lsock.setblocking(False)
+        self.listener = lsock
+        self.loop.add_reader(lsock.fileno(), self._accept)
+        host, port = lsock.getsockname()[:2]
+        scheme = "https" if self.cfg.tls else "http"
+        shown = f"[{host}]" if ":" in host else host
+        self.loop.call_later(5.0, self._idle_sweep)
+        return f"listening on {scheme}://{shown}:{port}"
+
+    def _accept(self) -> None:
+        assert self.listener is not None
+        for _ in range(64):
+            try:
+                sock, addr = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: keep serving the others
+                log.warning("accept failed: %s", exc)
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.stats.connections_accepted += 1
+            conn = Connection(self, sock, f"{addr[0]}:{addr[1]}")
+            self.connections.add(conn)
+            try:
+                conn.start()
+            except (OSError, ssl.SSLError) as exc:
+                conn.close(f"start failed: {exc}")
+
+    def _idle_sweep(self) -> None:
+        now = time.monotonic()
+        for conn in list(self.connections):
+            if now - conn.last_activity_s > self.cfg.idle_timeout_s and not conn.responses:
+                conn._goaway_and_close("idle timeout", h2.errors.ErrorCodes.NO_ERROR)
+            if isinstance(conn.strategy, Coalesce) and now - conn.last_activity_s > 1.0:
+                conn.strategy.reset_idle()
+        self.loop.call_later(min(5.0, self.cfg.idle_timeout_s), self._idle_sweep)
+
+    def read_tcp_info(self, sock: socket.socket) -> None:
+        """Segments the kernel sent on a connection, read via sock_diag before it closes."""
+        if not self._tcp_info_ok:
+            return
+        try:
+            from toolkit.tcpinfo import read_own_socket
+
+            info = read_own_socket(sock)
+        except Exception as exc:  # a probe must never take the server down
+            log.warning("tcp_info unavailable: %s", exc)
+            self._tcp_info_ok = False
+            return
+        self.stats.tcp_data_segs_out += info.data_segs_out
+        self.stats.tcp_bytes_sent += info.bytes_sent
+        self.stats.tcp_connections_read += 1
+
+    # ---- endpoints -----------------------------------------------------------------
+    def route(self, method: bytes, target: str) -> tuple[int, memoryview, bytes]:
+        parts = urlsplit(target)
+        path, query = parts.path, parse_qs(parts.query)
+        if method not in (b"GET", b"HEAD"):
+            return 405, memoryview(b"method not allowed\n"), b"text/plain"
+        if path == "/":
+            return 200, self.default_body, b"application/octet-stream"
+        if path.startswith("/bytes/"):
+            text = path[len("/bytes/"):]
+            if not text.isdigit() or int(text) > MAX_BYTES_ENDPOINT:
+                return 400, memoryview(b"/bytes/N takes 0 <= N <= 2^30\n"), b"text/plain"
+            return 200, self.bodies.view(int(text)), b"application/octet-stream"
+        if path == "/mem":
+            if query.get("tracemalloc") == ["start"] and not tracemalloc.is_tracing():
+                tracemalloc.start()
+            elif query.get("tracemalloc") == ["stop"] and tracemalloc.is_tracing():
+                tracemalloc.stop()
+            report = memory_report(reset_peak=query.get("reset_peak") == ["1"])
+            return 200, memoryview(json.dumps(report).encode()), b"application/json"
+        if path == "/stats":
+            return 200, memoryview(json.dumps(self.stats_dict()).encode()), b"application/json"
+        return 404, memoryview(b"not found\n"), b"text/plain"
+
+    def stats_dict(self) -> dict[str, Any]:
+        live = [c.tls.stats for c in self.connections if c.tls is not None]
+        return self.stats.to_dict(live)
+
+    def shutdown(self) -> None:
+        if self.listener is not None:
+            self.loop.remove_reader(self.listener.fileno())
+            self.listener.close()
+            self.listener = None
+        for conn in list(self.connections):
+            conn.shutdown()
+        if self.cfg.stats_json:
+            with open(self.cfg.stats_json, "w") as fh:
+                json.dump(self.stats_dict(), fh)
+
+
+def run_server(cfg: ServerConfig, announce: Callable[[str], None] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; then close connections and return (exit 0)."""
+    logging.basicConfig(level=logging.WARNING, format="writeshape: %(message)s")
+    if cfg.tracemalloc:
+        tracemalloc.start()
+    loop = asyncio.new_event_loop()
+    server = Server(cfg, loop)
+    line = server.start()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if announce:
+        announce(line)
+    try:
+        loop.run_until_complete(stop.wait())
+    finally:
+        server.shutdown()
+        loop.close()

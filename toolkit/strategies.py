@@ -1,0 +1,271 @@
+"""DATA write strategies: how the ordered segments of one flush become socket calls.
+
+Pure code. A flush is a list of segments in wire order: ``bytes`` that the server owns
+(HEADERS, SETTINGS, WINDOW_UPDATE and the 9-byte DATA frame headers) and ``memoryview``
+payloads that point into the response body. A strategy decides the shape of the writes:
+
+- cleartext: ``plan(segments)`` yields :class:`SocketCall` s (``send`` or ``sendmsg``);
+- TLS (membio): ``plan_tls(segments)`` yields :class:`SslWrite` (one SSL_write each) and
+  :class:`CipherFlush` (send the ciphertext produced so far, in one call).
+
+Plans are generators: the I/O shell pulls the next step only once the previous socket
+call has completed, so a strategy that reuses a scratch buffer (``coalesce``) never has
+two records' worth of copies alive, and ciphertext never piles up behind a slow reader.
+
+Adding a strategy is one class here and one line in :data:`STRATEGIES`.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+Buffer = bytes | bytearray | memoryview
+
+# Linux UIO_MAXIOV; sendmsg with more iovecs fails with EMSGSIZE.
+IOV_MAX = 1024
+# Rust h2 (framed_write.rs): payloads under this are copied behind their header.
+CHAIN_THRESHOLD_BYTES = 256
+# Largest TLS plaintext record (RFC 8446 5.1).
+TLS_MAX_RECORD_PLAINTEXT_BYTES = 16384
+MSG_MORE = getattr(socket, "MSG_MORE", 0x8000)
+
+
+@dataclass(frozen=True, slots=True)
+class SocketCall:
+    """One socket write: ``send(buffers[0], flags)`` or ``sendmsg(buffers, [], flags)``."""
+
+    method: Literal["send", "sendmsg"]
+    buffers: tuple[Buffer, ...]
+    flags: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(b) for b in self.buffers)
+
+
+@dataclass(frozen=True, slots=True)
+class SslWrite:
+    """One SSL_write of ``plaintext`` (OpenSSL cuts it into records of <= 16 KiB)."""
+
+    plaintext: Buffer
+
+
+@dataclass(frozen=True, slots=True)
+class CipherFlush:
+    """Send the ciphertext of the SSL_writes since the last flush, in one socket call.
+
+    ``send`` sends it as one buffer (joined if several SSL_writes came before);
+    ``sendmsg`` gathers the ciphertext of each SSL_write as its own iovec.
+    """
+
+    method: Literal["send", "sendmsg"] = "send"
+    flags: int = 0
+
+
+TlsStep = SslWrite | CipherFlush
+
+
+def _chunks(items: Sequence[Buffer], n: int) -> Iterator[tuple[Buffer, ...]]:
+    for i in range(0, len(items), n):
+        yield tuple(items[i:i + n])
+
+
+def is_payload(segment: Buffer) -> bool:
+    """Payloads travel as memoryviews of the body; everything else is server-owned bytes."""
+    return isinstance(segment, memoryview)
+
+
+def chain_groups(segments: Sequence[Buffer], threshold: int) -> list[Buffer]:
+    """Rust h2's rule: copy small things behind the previous header, chain large payloads."""
+    out: list[Buffer] = []
+    pending = bytearray()
+    for seg in segments:
+        if is_payload(seg) and len(seg) >= threshold:
+            if pending:
+                out.append(bytes(pending))
+                pending.clear()
+            out.append(seg)
+        else:
+            pending += seg
+    if pending:
+        out.append(bytes(pending))
+    return out
+
+
+class Strategy:
+    """Base: a strategy object is made per connection (it may own scratch buffers)."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    tls_only: ClassVar[bool] = False
+
+    def plan(self, segments: Sequence[Buffer]) -> Iterator[SocketCall]:
+        raise NotImplementedError
+
+    def plan_tls(self, segments: Sequence[Buffer]) -> Iterator[TlsStep]:
+        raise NotImplementedError
+
+
+class Single(Strategy):
+    name = "single"
+    description = "copy the whole flush into one buffer, one send (HTTP.jl before the PR)"
+
+    def plan(self, segments: Sequence[Buffer]) -> Iterator[SocketCall]:
+        if segments:
+            yield SocketCall("send", (b"".join(segments),))
+
+    def plan_tls(self, segments: Sequence[Buffer]) -> Iterator[TlsStep]:
+        if segments:
+            yield SslWrite(b"".join(segments))
+            yield CipherFlush("send")
+
+
+class Split(Strategy):
+    name = "split"
+    description = "every segment its own send: 9-byte header, then payload (the PR)"
+
+    def plan(self, segments: Sequence[Buffer]) -> Iterator[SocketCall]:
+        for seg in segments:
+            yield SocketCall("send", (seg,))
+
+    def plan_tls(self, segments: Sequence[Buffer]) -> Iterator[TlsStep]:
+        # What OpenSSL's socket BIO does: each SSL_write goes out as soon as it is made.
+        for seg in segments:
+            yield SslWrite(seg)
+            yield CipherFlush("send")
+
+
+class Writev(Strategy):
+    name = "writev"
+    description = "one sendmsg gathering all segments (IOV_MAX per call)"
+
+    def plan(self, segments: Sequence[Buffer]) -> Iterator[SocketCall]:
+        for chunk in _chunks(segments, IOV_MAX):
+            yield SocketCall("sendmsg", chunk)
+
+    def plan_tls(self, segments: Sequence[Buffer]) -> Iterator[TlsStep]:
+        # No SSL_writev exists: one SSL_write per segment, ciphertext gathered per flush.
+        for i, seg in enumerate(segments, 1):
+            yield SslWrite(seg)
+            if i % IOV_MAX == 0:
+                yield CipherFlush("sendmsg")
+        if len(segments) % IOV_MAX:
+            yield CipherFlush("sendmsg")
+
+
+class Cork(Strategy):
+    name = "cork"
+    description = "like split, with MSG_MORE on all but the last segment of a flush"
+
+    def plan(self, segments: Sequence[Buffer]) -> Iterator[SocketCall]:
+        last = len(segments) - 1
+        for i, seg in enumerate(segments):
+            yield SocketCall("send", (seg,), 0 if i == last else MSG_MORE)
+
+    def plan_tls(self, segments: Sequence[Buffer]) -> Iterator[TlsStep]:
+        last = len(segments) - 1
+        for i, seg in enumerate(segments):
+            yield SslWrite(seg)
+            yield CipherFlush("send", 0 if i == last else MSG_MORE)
+
+
+class Chain(Strategy):
+    name = "chain"
+    description = "Rust h2: payloads < 256 B copied behind their header, larger ones chained"
+    threshold_bytes = CHAIN_THRESHOLD_BYTES
+
+    def plan(self, segments: Sequence[Buffer]) -> Iterator[SocketCall]:
+        for chunk in _chunks(chain_groups(segments, self.threshold_bytes), IOV_MAX):
+            yield SocketCall("sendmsg", chunk)
+
+    def plan_tls(self, segments: Sequence[Buffer]) -> Iterator[TlsStep]:
+        groups = chain_groups(segments, self.threshold_bytes)
+        for group in groups:
+            yield SslWrite(group)
+        if groups:
+            yield CipherFlush("sendmsg")
+
+
+class Coalesce(Strategy):
+    """Fill whole TLS records in a reused scratch buffer: fewest records, bounded copy.
+
+    With ``dynamic_records`` the first bytes of a connection go out in records of about
+    one TCP segment, then full 16 KiB records (Go crypto/tls, h2o, nghttpx do this so
+    the client can decrypt the first bytes before a whole 16 KiB record has arrived).
+    """
+
+    name = "coalesce"
+    description = "TLS: fill 16 KiB records from a reused scratch buffer, one SSL_write each"
+    tls_only = True
+    small_record_bytes = 1369  # 1460-byte MSS minus TLS 1.3 overhead (22) and TCP options
+    small_record_window_bytes = 128 * 1024  # Go: grow to full records after 128 KiB
+
+    def __init__(self, dynamic_records: bool = False) -> None:
+        self._scratch = bytearray(TLS_MAX_RECORD_PLAINTEXT_BYTES)
+        self.dynamic_records = dynamic_records
+        self.plaintext_written_bytes = 0
+
+    def reset_idle(self) -> None:
+        """Called after the connection was idle: start with small records again."""
+        self.plaintext_written_bytes = 0
+
+    def _record_limit(self) -> int:
+        if self.dynamic_records and self.plaintext_written_bytes < self.small_record_window_bytes:
+            return self.small_record_bytes
+        return TLS_MAX_RECORD_PLAINTEXT_BYTES
+
+    def plan(self, segments: Sequence[Buffer]) -> Iterator[SocketCall]:
+        raise ValueError("coalesce is a TLS strategy (use --tls)")
+
+    def plan_tls(self, segments: Sequence[Buffer]) -> Iterator[TlsStep]:
+        scratch = memoryview(self._scratch)
+        fill = 0
+        limit = self._record_limit()
+        for seg in segments:
+            view = seg if isinstance(seg, memoryview) else memoryview(seg)
+            pos = 0
+            while pos < len(view):
+                take = min(limit - fill, len(view) - pos)
+                scratch[fill:fill + take] = view[pos:pos + take]
+                fill += take
+                pos += take
+                if fill == limit:
+                    yield from self._emit(scratch, fill)
+                    fill = 0
+                    limit = self._record_limit()
+        if fill:
+            yield from self._emit(scratch, fill)
+
+    def _emit(self, scratch: memoryview, fill: int) -> Iterator[TlsStep]:
+        # The executor runs SSL_write before pulling the next step, so reusing the
+        # scratch buffer afterwards is safe; the ciphertext goes out record by record.
+        self.plaintext_written_bytes += fill
+        yield SslWrite(scratch[:fill])
+        yield CipherFlush("send")
+
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (Single, Split, Writev, Cork, Chain, Coalesce)
+}
+CLEARTEXT_STRATEGIES = tuple(n for n, c in STRATEGIES.items() if not c.tls_only)
+
+
+def make_strategy(name: str, *, tls: bool, dynamic_records: bool = False) -> Strategy:
+    from toolkit.errors import UsageError
+
+    cls = STRATEGIES.get(name)
+    if cls is None:
+        raise UsageError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+    if cls.tls_only and not tls:
+        raise UsageError(f"strategy {name!r} needs TLS (transport h2 / --tls)")
+    if cls is Coalesce:
+        return Coalesce(dynamic_records=dynamic_records)
+    return cls()
+
+
+def wire_bytes(calls: Sequence[SocketCall]) -> bytes:
+    """What the calls put on the wire, in order (for tests and checks)."""
+    return b"".join(bytes(b) for c in calls for b in c.buffers)
