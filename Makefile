@@ -24,11 +24,11 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 compare: $(STAMP)
-	$(BIN)/writeshape compare $(ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/writeshape compare $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

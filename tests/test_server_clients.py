@@ -1,0 +1,91 @@
+"""Real clients (curl, h2load) fetch intact bodies from every strategy."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+from toolkit.body import expected_chunk
+from toolkit.h2_fetch import fetch
+
+from toolkit.strategies import CLEARTEXT_STRATEGIES as CLEARTEXT
+
+BODY_SIZES = (0, 1, 9000, 16384, 16385, 1 << 20)
+
+
+@pytest.mark.parametrize("threads", [False, True], ids=["loop", "threads"])
+@pytest.mark.parametrize("strategy", CLEARTEXT)
+def test_curl_gets_intact_bodies(start_server, strategy, threads):
+    srv = start_server(strategy=strategy, threads=threads, body_bytes=300000)
+    for n in BODY_SIZES:
+        out = subprocess.run(
+            ["curl", "-sS", "--http2-prior-knowledge", "-D", "-", "-o", "-",
+             f"{srv.url}/bytes/{n}"], capture_output=True, check=True, timeout=60).stdout
+        head, _, body = out.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/2 200"), head
+        assert f"content-length: {n}".encode() in head.lower()
+        assert body == expected_chunk(0, n), f"{strategy}: body of {n} bytes differs"
+
+
+@pytest.mark.parametrize("threads", [False, True], ids=["loop", "threads"])
+@pytest.mark.parametrize("strategy", CLEARTEXT)
+def test_h2load_sees_no_failures(start_server, strategy, threads):
+    srv = start_server(strategy=strategy, threads=threads, body_bytes=1 << 20)
+    out = subprocess.run(["h2load", "-n", "200", "-c", "4", "-m", "4", f"{srv.url}/"],
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    m = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored", out)
+    assert m, out
+    assert (int(m[1]), int(m[3]), int(m[4]), int(m[5])) == (200, 200, 0, 0)
+    # Every response body went out: 200 x 1 MiB of DATA payload at least.
+    stats = srv.stats()
+    assert stats["responses"] >= 200
+    assert stats["bytes_sent"] >= 200 * (1 << 20)
+
+
+def test_endpoints(start_server):
+    srv = start_server(strategy="writev", body_bytes=12345)
+    root = fetch(srv.url, "/")
+    assert root.status == 200 and root.body == expected_chunk(0, 12345)
+    assert root.headers["content-length"] == "12345"
+    assert fetch(srv.url, "/bytes/x").status == 400
+    assert fetch(srv.url, "/nope").status == 404
+    mem = fetch(srv.url, "/mem").json()
+    assert mem["rss_bytes"] > 1 << 20 and mem["live_heap_bytes"] > 0
+    stats = fetch(srv.url, "/stats").json()
+    assert stats["strategy"] == "writev" and stats["transport"] == "h2c"
+    assert stats["tls"] is None
+    assert stats["send_calls"]["sendmsg"] >= 3 and stats["send_calls"]["send"] == 0
+    assert stats["responses"] == 4  # /stats itself is counted once it is sent
+
+
+def test_sigterm_and_sigint_exit_zero(start_server):
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        srv = start_server(strategy="single", body_bytes=1000)
+        fetch(srv.url, "/")
+        srv.proc.send_signal(sig)
+        assert srv.proc.wait(20) == 0
+
+
+def test_bad_arguments_give_one_line_errors():
+    for args, needle in ((["--strategy", "nope"], "unknown strategy"),
+                         (["--strategy", "coalesce"], "needs TLS"),
+                         (["--body-size", "12XB"], "not a size")):
+        proc = subprocess.run(["writeshape", "serve", "--port", "0", *args],
+                              capture_output=True, text=True, timeout=30)
+        assert proc.returncode != 0
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and needle in lines[0], proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_port_in_use_is_a_clear_error(start_server):
+    srv = start_server(strategy="single", body_bytes=10)
+    proc = subprocess.run(["writeshape", "serve", "--port", str(srv.port)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
+    assert "cannot listen" in proc.stderr and "Traceback" not in proc.stderr

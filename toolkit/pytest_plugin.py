@@ -1,0 +1,1 @@
+"""pytest plugin: writeshape servers as fixtures, measured figures in extra_info."""

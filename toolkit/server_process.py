@@ -1,0 +1,187 @@
+"""Start `writeshape serve` as a child process (optionally under strace or in a netns).
+
+The runner, the pytest plugin and the tests all start servers through here, so a server
+is always a real process with its own RSS, and always stopped with SIGTERM (its process
+group is killed if it does not exit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from toolkit.errors import WriteshapeError
+from toolkit.h2_fetch import H2Fetcher
+
+_LISTEN_RE = re.compile(r"listening on (https?)://(\S+):(\d+)")
+
+
+class ServerStartError(WriteshapeError):
+    pass
+
+
+@dataclass
+class ServerOptions:
+    strategy: str = "single"
+    tls: bool = False
+    body_bytes: int = 1 << 20
+    threads: bool = False
+    tls_mode: str = "membio"
+    tls_version: str = "1.3"
+    max_frame_bytes: int | None = None
+    flush_bytes: int | None = None
+    dynamic_records: bool = False
+    host: str = "127.0.0.1"
+    port: int = 0
+    extra_args: Sequence[str] = field(default_factory=tuple)
+
+    def argv(self) -> list[str]:
+        args = [sys.executable, "-m", "toolkit", "serve", "--strategy", self.strategy,
+                "--host", self.host, "--port", str(self.port),
+                "--body-size", str(self.body_bytes)]
+        if self.tls:
+            args += ["--tls", "--tls-mode", self.tls_mode, "--tls-version", self.tls_version]
+        if self.threads:
+            args.append("--threads")
+        if self.max_frame_bytes:
+            args += ["--max-frame-size", str(self.max_frame_bytes)]
+        if self.flush_bytes:
+            args += ["--flush-bytes", str(self.flush_bytes)]
+        if self.dynamic_records:
+            args.append("--dynamic-records")
+        return args + list(self.extra_args)
+
+
+class ServerProcess:
+    """A running server; use as a context manager. ``wrapper`` prefixes the command
+    (e.g. strace); ``popen`` replaces subprocess.Popen (e.g. to start in a netns)."""
+
+    def __init__(self, options: ServerOptions, *, wrapper: Sequence[str] = (),
+                 popen: Any = None, start_timeout_s: float = 30.0) -> None:
+        self.options = options
+        self.wrapper = list(wrapper)
+        self._popen = popen or subprocess.Popen
+        self.start_timeout_s = start_timeout_s
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.port = 0
+        self.server_pid: int | None = None
+        self._tmp = tempfile.TemporaryDirectory(prefix="writeshape-srv-")
+        self.stats_path = os.path.join(self._tmp.name, "stats.json")
+        self.stderr_path = os.path.join(self._tmp.name, "stderr.log")
+        self.final_stats: dict[str, Any] | None = None
+        self.returncode: int | None = None
+
+    def start(self) -> ServerProcess:
+        argv = [*self.wrapper, *self.options.argv(), "--stats-json", self.stats_path]
+        self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 (closed in stop)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = self._popen(argv, stdout=subprocess.PIPE, stderr=self._stderr,
+                                start_new_session=True, env=env)
+        assert self.proc is not None and self.proc.stdout is not None
+        deadline = time.monotonic() + self.start_timeout_s
+        line = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
+            if ready:
+                line = self.proc.stdout.readline()
+                m = _LISTEN_RE.search(line.decode(errors="replace"))
+                if m:
+                    self.server_pid = self._find_server_pid()
+                    self.port = int(m.group(3))
+                    self.url = f"{m.group(1)}://{m.group(2)}:{self.port}"
+                    return self
+                if not line:
+                    break
+            elif self.proc.poll() is not None:
+                break
+        self.stop()
+        raise ServerStartError(
+            f"server did not start ({' '.join(self.options.argv()[3:])}): "
+            f"{self.stderr_tail() or 'no output'}")
+
+    def _find_server_pid(self) -> int:
+        """The Python server itself: the wrapper's (strace's) child, or the process."""
+        assert self.proc is not None
+        if not self.wrapper:
+            return self.proc.pid
+        import psutil
+
+        for child in psutil.Process(self.proc.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if "toolkit" in child.cmdline():
+                    return child.pid
+        return self.proc.pid
+
+    def stderr_tail(self, n: int = 3) -> str:
+        try:
+            with open(self.stderr_path, errors="replace") as fh:
+                lines = [ln.strip() for ln in fh if ln.strip()]
+        except OSError:
+            return ""
+        return " | ".join(lines[-n:])
+
+    def log_lines(self) -> list[str]:
+        with open(self.stderr_path, errors="replace") as fh:
+            return [ln.rstrip("\n") for ln in fh]
+
+    def get_json(self, path: str) -> Any:
+        with H2Fetcher(self.url) as f:
+            resp = f.get(path)
+        if resp.status != 200:
+            raise WriteshapeError(f"GET {path} answered {resp.status}")
+        return resp.json()
+
+    def stats(self) -> dict[str, Any]:
+        return self.get_json("/stats")  # type: ignore[no-any-return]
+
+    def mem(self, query: str = "") -> dict[str, Any]:
+        return self.get_json("/mem" + (f"?{query}" if query else ""))  # type: ignore[no-any-return]
+
+    def stop(self, timeout_s: float = 20.0) -> int | None:
+        """SIGTERM, wait; SIGKILL the process group if it hangs. Reads the final stats."""
+        proc = self.proc
+        if proc is None:
+            return self.returncode
+        if proc.poll() is None:
+            # Signal the server, not the wrapper: strace must see the server's last writes
+            # (GOAWAY, the final stats file) and exit when its tracee does.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.server_pid or proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        self.returncode = proc.returncode
+        if proc.stdout:
+            proc.stdout.close()
+        self._stderr.close()
+        try:
+            with open(self.stats_path) as fh:
+                self.final_stats = json.load(fh)
+        except (OSError, ValueError):
+            self.final_stats = None
+        self.proc = None
+        return self.returncode
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def cleanup(self) -> None:
+        self._tmp.cleanup()
