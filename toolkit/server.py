@@ -57,6 +57,7 @@ from toolkit.strategies import (
 log = logging.getLogger("writeshape.server")
 
 RECV_BYTES = 256 * 1024
+TLS_READ_BYTES = 16 * 1024  # one record's plaintext at most
 MAX_BYTES_ENDPOINT = 1 << 30  # /bytes/N refuses more than 1 GiB
 
 
@@ -244,7 +245,14 @@ class Connection:
         if self.closed:
             return
         try:
-            data = self.sock.recv(RECV_BYTES)
+            if self.tls_stdlib is None:
+                # One reused receive buffer per server: recv(256 KiB) would allocate (and
+                # count against every response) a 256 KiB object per read.
+                buf = self.server.recv_buffer
+                n = self.sock.recv_into(buf)
+                data = bytes(buf[:n])
+            else:
+                data = self.sock.recv(RECV_BYTES)
         except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
             return
         except ssl.SSLWantWriteError:
@@ -283,7 +291,7 @@ class Connection:
                 self._start_h2()
             chunks = []
             while True:
-                chunk = tls.read_plaintext(RECV_BYTES)
+                chunk = tls.read_plaintext(TLS_READ_BYTES)
                 if not chunk:
                     break
                 chunks.append(chunk)
@@ -603,6 +611,7 @@ class Server:
         self.ssl_context: ssl.SSLContext | None = None
         self.cert_bundle: Any = None
         self.listener: socket.socket | None = None
+        self.recv_buffer = memoryview(bytearray(RECV_BYTES))  # reads happen on the loop only
         self._tcp_info_ok = True
 
     def start(self) -> str:
