@@ -23,9 +23,14 @@ app = typer.Typer(
 
 
 def _console(stderr: bool = False):  # type: ignore[no-untyped-def]
+    import shutil
+
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    # Tables are wide: off a terminal (pipes, CI logs) draw them at 160 columns.
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else max(160, shutil.get_terminal_size().columns)
+    return Console(stderr=stderr, highlight=False, width=width)
 
 
 @app.command()
@@ -111,15 +116,167 @@ def syscalls(
     raise typer.Exit(code)
 
 
+PRESETS: dict[str, dict[str, object]] = {
+    # The review's experiment: one large fixed body, h2c and h2, many requests, memory
+    # before/after, req/s, latency, syscalls (HTTP.jl PR 1282 measured 100,000 requests).
+    "review": {"strategies": ["single", "split", "writev"], "transports": ["h2c", "h2"],
+               "body_sizes": [1 << 20], "requests": 100_000, "counting_requests": 400,
+               "connections": 4, "streams": 4, "repeat": 1},
+}
+
+
+@app.command()
+def compare(
+    strategies: Annotated[str | None, typer.Option(help="comma list, e.g. single,split,writev")
+                          ] = None,
+    transports: Annotated[str | None, typer.Option(help="h2c,h2")] = None,
+    body_sizes: Annotated[str | None, typer.Option(help="e.g. 16KiB,1MiB")] = None,
+    requests: Annotated[int | None, typer.Option(help="requests per timing run")] = None,
+    counting_requests: Annotated[int | None, typer.Option(
+        help="requests per counting run under strace")] = None,
+    connections: Annotated[int | None, typer.Option("--connections", "-c")] = None,
+    streams: Annotated[int | None, typer.Option("--streams", "-m")] = None,
+    repeat: Annotated[int | None, typer.Option(help="timing runs per cell (medians)")] = None,
+    driver: Annotated[str, typer.Option(help="builtin or h2load")] = "builtin",
+    no_strace: Annotated[bool, typer.Option("--no-strace", help="skip the counting run")
+                         ] = False,
+    no_alloc: Annotated[bool, typer.Option("--no-alloc", help="skip the tracemalloc probe")
+                        ] = False,
+    preset: Annotated[str | None, typer.Option(help="review: the review's experiment")] = None,
+    baseline: Annotated[str, typer.Option(help="strategy the ratios are against")] = "single",
+    threads: Annotated[bool, typer.Option("--threads", help="servers use thread per stream")
+                       ] = False,
+    tls_mode: Annotated[str, typer.Option(help="membio or stdlib")] = "membio",
+    netns: Annotated[bool, typer.Option("--netns", help="server and client in two netns")
+                     ] = False,
+    mtu: Annotated[int, typer.Option(help="veth MTU with --netns")] = 1500,
+    rate: Annotated[str | None, typer.Option(help="tbf rate with --netns, e.g. 1gbit")] = None,
+    delay_ms: Annotated[float | None, typer.Option(help="netem delay with --netns")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="results JSON")] = None,
+    csv_path: Annotated[Path | None, typer.Option("--csv")] = None,
+    markdown_path: Annotated[Path | None, typer.Option("--markdown")] = None,
+) -> None:
+    """Compare write strategies: throughput, latency, memory, syscalls, TLS records."""
+    import signal
+    import time
+
+    from toolkit.reports import (
+        render_comparison,
+        results_csv,
+        results_json,
+        results_markdown,
+        write_atomically,
+    )
+    from toolkit.runner import CompareConfig, CompareResult, collect_meta, run_compare
+    from toolkit.sizes import parse_size_list
+
+    cfg = CompareConfig()
+    if preset is not None:
+        if preset not in PRESETS:
+            raise UsageError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        for key, value in PRESETS[preset].items():
+            setattr(cfg, key, value)
+    if strategies:
+        cfg.strategies = [s.strip() for s in strategies.split(",") if s.strip()]
+    if transports:
+        cfg.transports = [t.strip() for t in transports.split(",") if t.strip()]
+    if body_sizes:
+        cfg.body_sizes = parse_size_list(body_sizes)
+    for name, value in (("requests", requests), ("counting_requests", counting_requests),
+                        ("connections", connections), ("streams", streams),
+                        ("repeat", repeat)):
+        if value is not None:
+            setattr(cfg, name, value)
+    cfg.driver, cfg.strace, cfg.alloc_probe = driver, not no_strace, not no_alloc
+    cfg.baseline, cfg.threads, cfg.tls_mode = baseline, threads, tls_mode
+    cfg.netns, cfg.mtu, cfg.rate, cfg.delay_ms = netns, mtu, rate, delay_ms
+    cfg.validate()
+
+    console = _console()
+    meta = collect_meta(cfg, "writeshape " + " ".join(sys.argv[1:]))
+    result = CompareResult(meta=meta, rows=[])
+    started = time.monotonic()
+
+    def save() -> None:
+        result.meta["duration_s"] = round(time.monotonic() - started, 2)
+        if json_path:
+            write_atomically(str(json_path), results_json(result))
+        if csv_path:
+            write_atomically(str(csv_path), results_csv(result.rows))
+        if markdown_path:
+            write_atomically(str(markdown_path), results_markdown(result, baseline=baseline))
+
+    def on_row(row: object) -> None:
+        result.rows.append(row)  # type: ignore[arg-type]
+        save()  # each finished cell reaches the files at once
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    steps = len(cfg.cells()) * (cfg.repeat + (1 if cfg.strace else 0))
+    interrupted = False
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
+                  "{task.total}"), TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("starting", total=steps)
+
+        def progress(msg: str) -> None:
+            bar.update(task, description=msg, advance=0 if msg == "starting" else 1)
+
+        try:
+            run_compare(cfg, on_row=on_row, progress=progress)
+        except KeyboardInterrupt:
+            interrupted = True
+    save()
+    if result.rows:
+        render_comparison(result, console, baseline=baseline)
+    if interrupted:
+        print(f"writeshape: interrupted: {len(result.rows)} of {len(cfg.cells())} cells "
+              f"finished" + (f", saved in {json_path}" if json_path else ""), file=sys.stderr)
+        raise typer.Exit(130)
+    if any(r.failures or r.error for r in result.rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    results: Annotated[Path, typer.Argument(help="a compare --json file")],
+    baseline: Annotated[str, typer.Option(help="strategy the ratios are against")] = "single",
+    markdown: Annotated[bool, typer.Option("--markdown", help="print Markdown instead")
+                        ] = False,
+) -> None:
+    """Redraw the comparison table from a results JSON file."""
+    from toolkit.reports import load_results, render_comparison, results_markdown
+
+    result = load_results(str(results))
+    if markdown:
+        print(results_markdown(result, baseline=baseline), end="")
+    else:
+        render_comparison(result, _console(), baseline=baseline)
+
+
 def main() -> None:
     try:
-        app(standalone_mode=True)
+        code = app(standalone_mode=False)
     except WriteshapeError as exc:
         print(f"writeshape: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("writeshape: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:
+        # Usage errors from click (typer vendors its own copy, so match by shape):
+        # one line, not a usage box.
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            print(f"writeshape: error: {exc.format_message()}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        if type(exc).__name__ == "Abort":
+            print("writeshape: interrupted", file=sys.stderr)
+            sys.exit(130)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 __all__ = ["UsageError", "app", "main"]
