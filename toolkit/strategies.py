@@ -43,7 +43,7 @@ class SocketCall:
 
     @property
     def nbytes(self) -> int:
-        return sum(len(b) for b in self.buffers)
+        return sum(map(len, self.buffers))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,85 @@
+"""Speed by benchmark: h2load, 1 MiB bodies, 4 connections x 4 streams, same run.
+
+writev must be at least as fast as single (it skips a 1 MiB copy per response), and at
+least half as fast as nghttpd (C, nghttp2) serving the same bytes. Targets run
+interleaved, round after round, and medians are compared, so drift on a shared machine
+hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import subprocess
+import time
+
+import pytest
+
+from toolkit.body import expected_chunk
+from toolkit.h2load import run_h2load
+from toolkit.server_process import ServerOptions, ServerProcess
+
+BODY = 1 << 20
+REQUESTS = 1000
+ROUNDS = 5
+
+
+@pytest.fixture
+def nghttpd_url(tmp_path):
+    docroot = tmp_path / "docroot"
+    docroot.mkdir()
+    (docroot / "body").write_bytes(expected_chunk(0, BODY))
+    nghttpd = shutil.which("nghttpd") or "/usr/sbin/nghttpd"
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([nghttpd, "--no-tls", "-d", str(docroot), str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/body"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_writev_vs_single_vs_nghttpd(benchmark, nghttpd_url):
+    servers = {s: ServerProcess(ServerOptions(strategy=s, body_bytes=BODY)).start()
+               for s in ("single", "writev")}
+    urls = {"nghttpd": nghttpd_url, **{s: f"{p.url}/" for s, p in servers.items()}}
+    mbps: dict[str, list[float]] = {k: [] for k in urls}
+    try:
+        for url in urls.values():  # warm-up
+            run_h2load(url, requests=200, connections=4, streams=4)
+
+        def one_round() -> None:
+            for name, url in urls.items():
+                r = run_h2load(url, requests=REQUESTS, connections=4, streams=4)
+                assert r.failures == 0 and r.requests == REQUESTS, (name, r)
+                assert r.mbytes_per_s is not None
+                mbps[name].append(r.mbytes_per_s)
+
+        benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
+    finally:
+        for p in servers.values():
+            p.stop()
+            p.cleanup()
+    med = {k: statistics.median(v) for k, v in mbps.items()}
+    benchmark.extra_info.update({f"mbytes_per_s_{k}": round(v, 1) for k, v in med.items()})
+    writev_vs_single = med["writev"] / med["single"]
+    writev_vs_nghttpd = med["writev"] / med["nghttpd"]
+    benchmark.extra_info["writev_vs_single"] = round(writev_vs_single, 3)
+    benchmark.extra_info["writev_vs_nghttpd"] = round(writev_vs_nghttpd, 3)
+    print(f"\nmedian MB/s {med}; writev/single {writev_vs_single:.2f}, "
+          f"writev/nghttpd {writev_vs_nghttpd:.2f}")
+    # 5% tolerance for a machine shared with other jobs; the exact ratio is in extra_info.
+    assert writev_vs_single >= 0.95, med
+    assert writev_vs_nghttpd >= 0.5, med
