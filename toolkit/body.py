@@ -36,6 +36,26 @@ def expected_chunk(offset: int, n: int) -> bytes:
     return (period * reps)[start:start + n]
 
 
+# A pattern slab longer than any frame, so a chunk of up to _SLAB bytes at any offset
+# is one slice of it: verification is a memcmp, never per-byte Python work.
+_SLAB = 1 << 16
+_PATTERN_SLAB = bytes(range(PATTERN_PERIOD)) * (_SLAB // PATTERN_PERIOD + 2)
+
+
+def matches_pattern(buf: bytes | bytearray, start: int, n: int, offset: int) -> bool:
+    """True if ``buf[start:start+n]`` holds the body bytes at ``offset`` (no copy of buf)."""
+    while n > 0:
+        k = min(n, _SLAB)
+        p = offset % PATTERN_PERIOD
+        with memoryview(_PATTERN_SLAB) as slab:
+            if not buf.startswith(slab[p:p + k], start):
+                return False
+        start += k
+        offset += k
+        n -= k
+    return True
+
+
 class BodyVerifier:
     """Checks a body arriving in chunks against the pattern without holding it."""
 
@@ -43,14 +63,17 @@ class BodyVerifier:
         self.offset = 0
         self.mismatch_at: int | None = None
 
-    def feed(self, chunk: bytes | memoryview) -> None:
-        if self.mismatch_at is None and bytes(chunk) != expected_chunk(self.offset, len(chunk)):
-            exp = expected_chunk(self.offset, len(chunk))
-            for i, (a, b) in enumerate(zip(bytes(chunk), exp, strict=True)):
-                if a != b:
-                    self.mismatch_at = self.offset + i
-                    break
-        self.offset += len(chunk)
+    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
+        n = len(chunk)
+        if self.mismatch_at is None:
+            data = chunk if isinstance(chunk, bytes | bytearray) else bytes(chunk)
+            if not matches_pattern(data, 0, n, self.offset):
+                exp = expected_chunk(self.offset, n)
+                for i, (a, b) in enumerate(zip(data, exp, strict=True)):
+                    if a != b:
+                        self.mismatch_at = self.offset + i
+                        break
+        self.offset += n
 
     @property
     def ok(self) -> bool:

@@ -27,7 +27,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -105,21 +105,6 @@ class ServerConfig:
 
 
 @dataclass
-class TlsTotals:
-    records: int = 0
-    record_bytes: int = 0
-    ssl_writes: int = 0
-    handshake_records: int = 0
-    application_records: int = 0
-    plaintext_bytes: int = 0
-
-    def add(self, stats: Any) -> None:
-        for name in ("records", "record_bytes", "ssl_writes", "handshake_records",
-                     "application_records", "plaintext_bytes"):
-            setattr(self, name, getattr(self, name) + int(getattr(stats, name, 0) or 0))
-
-
-@dataclass
 class ServerStats:
     strategy: str
     transport: str
@@ -130,7 +115,7 @@ class ServerStats:
     connections_closed: int = 0
     protocol_errors: int = 0
     counters: SendCounters = field(default_factory=SendCounters)
-    tls_closed: TlsTotals = field(default_factory=TlsTotals)
+    tls_closed: Any = None  # tls_probe.TlsStats of closed connections, summed
     tcp_data_segs_out: int = 0
     tcp_bytes_sent: int = 0
     tcp_connections_read: int = 0
@@ -139,10 +124,12 @@ class ServerStats:
         tls: dict[str, Any] | None = None
         if self.transport == "h2":
             if self.tls_mode == "membio":
-                total = TlsTotals(**asdict(self.tls_closed))
+                from tls_probe import TlsStats
+
+                total = self.tls_closed or TlsStats.empty()
                 for st in live_tls:
-                    total.add(st)
-                tls = asdict(total)
+                    total = total + st
+                tls = total.to_dict()
             else:  # OpenSSL's socket BIO writes the records: only the SSL_writes are ours.
                 tls = {"records": None, "record_bytes": None,
                        "ssl_writes": self.counters.calls["ssl_write"]}
@@ -248,6 +235,9 @@ class Connection:
     def on_readable(self) -> None:
         if self.closed:
             return
+        if self.tls_stdlib is not None and not self.handshake_done:
+            self._stdlib_handshake()  # recv() now would run the handshake implicitly
+            return
         try:
             if self.tls_stdlib is None:
                 # One reused receive buffer per server: recv(256 KiB) would allocate (and
@@ -276,7 +266,7 @@ class Connection:
             self._h2_receive(data)
 
     def _tls_receive(self, data: bytes) -> bytes | None:
-        from tls_probe import TlsHandshakeError
+        from tls_probe import TlsClosedError, TlsError
 
         tls = self.tls
         try:
@@ -294,13 +284,19 @@ class Connection:
                     return None
                 self._start_h2()
             chunks = []
-            while True:
-                chunk = tls.read_plaintext(TLS_READ_BYTES)
-                if not chunk:
-                    break
-                chunks.append(chunk)
+            try:
+                while True:
+                    chunk = tls.read_plaintext(TLS_READ_BYTES)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+            except TlsClosedError as exc:
+                if not exc.clean:
+                    raise
+                # close_notify: hand h2 what came before it, then close quietly.
+                self.loop.call_soon(self.close, None)
             return b"".join(chunks)
-        except (TlsHandshakeError, ssl.SSLError) as exc:
+        except (TlsError, ssl.SSLError) as exc:
             self.close(f"TLS error: {exc}")
             return None
 
@@ -321,11 +317,11 @@ class Connection:
             self.close(f"ALPN {self.tls_stdlib.selected_alpn_protocol()!r} is not h2")
             return
         self._start_h2()
+        # The client's preface may have arrived with its Finished and sit in OpenSSL's
+        # buffer, where the socket will not signal it as readable.
+        self.loop.call_soon(self.on_readable)
 
     def _h2_receive(self, data: bytes) -> None:
-        if self.tls_stdlib is not None and not self.handshake_done:
-            self._stdlib_handshake()
-            return
         with self.lock:
             try:
                 events = self.h2.receive_data(data)
@@ -594,7 +590,8 @@ class Connection:
                 self.loop.remove_writer(fd)
             self.server.read_tcp_info(self.sock)
         if self.tls is not None:
-            stats.tls_closed.add(self.tls.stats)
+            st = self.tls.stats
+            stats.tls_closed = st if stats.tls_closed is None else stats.tls_closed + st
         self.server.connections.discard(self)
         if self.window_open is not None:
             with self.window_open:

@@ -1,0 +1,43 @@
+"""A complete, fast, streaming parser of real strace output (strace 5.x/6.x).
+
+    from strace_parsers import iter_events, summarize_paths
+    summary = summarize_paths(["trace.log"], fd_filter=lambda e: e.fd_proto == "TCP")
+    summary.syscalls["sendmsg"].calls
+"""
+
+from strace_parsers.aggregate import (
+    FD_KINDS,
+    Summary,
+    SyscallStats,
+    summarize_events,
+    summarize_paths,
+)
+from strace_parsers.events import (
+    WRITE_FAMILY,
+    Event,
+    ExitEvent,
+    ProcessEvent,
+    SignalEvent,
+    StackFrameEvent,
+    SummaryRowEvent,
+    SyscallEvent,
+    TruncatedLineEvent,
+    UnparsedLineEvent,
+)
+from strace_parsers.line import parse_line
+from strace_parsers.stream import (
+    StraceInputError,
+    StraceParseError,
+    StraceReader,
+    expand_sources,
+    iter_events,
+)
+from strace_parsers.values import FdInfo, decode_string, parse_fd, split_args, unescape
+
+__all__ = [
+    "FD_KINDS", "WRITE_FAMILY", "Event", "ExitEvent", "FdInfo", "ProcessEvent", "SignalEvent",
+    "StackFrameEvent", "StraceInputError", "StraceParseError", "StraceReader", "Summary",
+    "SummaryRowEvent", "SyscallEvent", "SyscallStats", "TruncatedLineEvent",
+    "UnparsedLineEvent", "decode_string", "expand_sources", "iter_events", "parse_fd",
+    "parse_line", "split_args", "summarize_events", "summarize_paths", "unescape",
+]

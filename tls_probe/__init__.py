@@ -1,0 +1,43 @@
+"""TLS records made visible: a pure record-layer parser, an instrumented memory-BIO TLS
+connection, throwaway certificates, and a tshark adapter used as the oracle.
+
+Pure core: `records` (parser, counter). Adapters: `bio` (OpenSSL via ssl.SSLObject),
+`certs` (trustme), `tshark` (dumpcap/tshark subprocesses).
+"""
+
+from tls_probe.bio import (
+    InstrumentedTLS,
+    MemoryBioTLS,
+    TlsClosedError,
+    TlsError,
+    TlsHandshakeError,
+    TlsProtocolError,
+    TlsStats,
+)
+from tls_probe.certs import CertBundle, make_cert_bundle, make_client_context, make_server_context
+from tls_probe.records import (
+    CONTENT_TYPE_NAMES,
+    Record,
+    RecordCounter,
+    RecordLayerError,
+    RecordParser,
+)
+
+__all__ = [
+    "CONTENT_TYPE_NAMES",
+    "CertBundle",
+    "InstrumentedTLS",
+    "MemoryBioTLS",
+    "Record",
+    "RecordCounter",
+    "RecordLayerError",
+    "RecordParser",
+    "TlsClosedError",
+    "TlsError",
+    "TlsHandshakeError",
+    "TlsProtocolError",
+    "TlsStats",
+    "make_cert_bundle",
+    "make_client_context",
+    "make_server_context",
+]

@@ -1,0 +1,62 @@
+"""`writeshape syscalls LOG_OR_DIR...`: count syscalls in real strace output.
+
+Thin shell over strace_parsers: the library reads and counts, this module renders.
+"""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from strace_parsers import WRITE_FAMILY, Summary, summarize_paths
+
+MAX_EXAMPLES_SHOWN = 5
+
+
+def run_syscalls(paths: list[str], *, as_json: bool, pid: int | None, fd_kind: str,
+                 strict: bool, console: Console) -> int:
+    """Print the per-syscall counts of strace logs (or -ff directories); return the exit code.
+
+    Bad paths, an unknown fd kind and (with strict) unparsed lines raise WriteshapeError
+    subclasses whose message is the one line the CLI shows.
+    """
+    summary = summarize_paths(paths, pid=pid, fd_kind=fd_kind, strict=strict)
+    if as_json:
+        console.print(json.dumps(summary.to_json(), indent=2), markup=False, highlight=False,
+                      soft_wrap=True)
+        return 0
+    console.print(render_table(summary))
+    console.print(
+        f"{summary.lines} lines in {len(summary.files)} file(s); "
+        f"{summary.unparsed} unparsed, {summary.truncated} truncated, "
+        f"{summary.orphan_resumed} resumed without a start",
+        markup=False, highlight=False,
+    )
+    for ex in summary.unparsed_examples[:MAX_EXAMPLES_SHOWN]:
+        console.print(f"  unparsed {ex['file']}:{ex['line']}: {ex['text'][:160]}",
+                      markup=False, highlight=False, soft_wrap=True)
+    if fd_kind != "any" and summary.annotated_calls == 0:
+        console.print("note: no fd annotations in these logs, so no call has a known fd "
+                      "kind; record with strace -yy to filter by fd kind",
+                      markup=False, highlight=False)
+    return 0
+
+
+def render_table(summary: Summary) -> Table:
+    """A rich table of the per-syscall tallies, busiest syscall first."""
+    table = Table(title="syscalls", show_footer=False)
+    for col in ("syscall", "calls", "errors", "bytes", "seconds", "unreturned"):
+        table.add_column(col, justify="left" if col == "syscall" else "right")
+    rows = sorted(summary.syscalls.items(), key=lambda kv: (-kv[1].calls, kv[0]))
+    for name, st in rows:
+        table.add_row(
+            name,
+            str(st.calls),
+            str(st.errors),
+            str(st.bytes) if name in WRITE_FAMILY else "",
+            f"{st.seconds:.6f}" if st.timed_calls else "",
+            str(st.unreturned) if st.unreturned else "",
+        )
+    return table
