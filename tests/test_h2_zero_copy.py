@@ -65,7 +65,8 @@ def test_runs_put_the_same_bytes_on_the_wire_as_h2_per_frame(
         off = sent
         while True:
             n = min(frame_max, sent + budget - off)
-            plain.send_data(1, bytes(body[off:off + n]), end_stream=end and off + n == sent + budget)
+            last = end and off + n == sent + budget
+            plain.send_data(1, bytes(body[off:off + n]), end_stream=last)
             off += n
             if off >= sent + budget:
                 break
@@ -91,7 +92,7 @@ def test_runs_put_the_same_bytes_on_the_wire_as_h2_per_frame(
 
 
 def test_flow_control_is_enforced_by_h2():
-    client, zc, _ = _handshake(1000, 16384, 0)
+    _, zc, _ = _handshake(1000, 16384, 0)
     body = BodyStore(5000).view(5000)
     with pytest.raises(h2.exceptions.FlowControlError):
         zc.send_data_run(1, body, 16384, True, [])

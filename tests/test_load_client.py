@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 from nghttpd_fixtures import free_port, make_cert, nghttpd, write_docroot
+from rich.console import Console
 
 from toolkit.body import BodyStore
 from toolkit.errors import UsageError

@@ -9,7 +9,6 @@ import pytest
 
 from toolkit.body import expected_chunk
 from toolkit.h2_fetch import fetch
-
 from toolkit.strategies import CLEARTEXT_STRATEGIES as CLEARTEXT
 
 BODY_SIZES = (0, 1, 9000, 16384, 16385, 1 << 20)
