@@ -54,6 +54,18 @@ def serve(
     stats_json: Annotated[
         Path | None, typer.Option(help="write the final /stats JSON here at exit")
     ] = None,
+    # Protection limits, per connection (docs/limits.md).
+    max_concurrent_streams: Annotated[int, typer.Option(help="SETTINGS value")] = 100,
+    max_header_list_size: Annotated[str, typer.Option(help="also caps a header block")] = "64KiB",
+    idle_timeout: Annotated[float, typer.Option(help="s idle or stalled, then close")] = 120.0,
+    max_control_frames_queued: Annotated[int, typer.Option(help="unread replies")] = 1000,
+    max_control_frames_per_s: Annotated[float, typer.Option(help="PING/SETTINGS/..")] = 33.0,
+    control_frames_burst: Annotated[int, typer.Option(help="before the rate applies")] = 1000,
+    max_resets_per_s: Annotated[float, typer.Option(help="RST_STREAM rate")] = 33.0,
+    reset_burst: Annotated[int, typer.Option(help="RST_STREAM burst")] = 1000,
+    max_settings_entries: Annotated[int, typer.Option(help="per SETTINGS frame")] = 32,
+    max_continuations: Annotated[int, typer.Option(help="per header block")] = 8,
+    max_bytes_endpoint: Annotated[str, typer.Option(help="largest GET /bytes/N")] = "1GiB",
 ) -> None:
     """Run the HTTP/2 server with a chosen DATA write strategy."""
     from toolkit.server import ServerConfig, run_server
@@ -65,6 +77,13 @@ def serve(
         tls_version=tls_version, flush_bytes=parse_size(flush_bytes),
         dynamic_records=dynamic_records, tracemalloc=tracemalloc_on,
         stats_json=str(stats_json) if stats_json else None,
+        max_concurrent_streams=max_concurrent_streams,
+        max_header_list_bytes=parse_size(max_header_list_size), idle_timeout_s=idle_timeout,
+        max_control_frames_queued=max_control_frames_queued,
+        max_control_frames_per_s=max_control_frames_per_s,
+        control_frames_burst=control_frames_burst, max_resets_per_s=max_resets_per_s,
+        reset_burst=reset_burst, max_settings_entries=max_settings_entries,
+        max_continuations=max_continuations, max_bytes_endpoint=parse_size(max_bytes_endpoint),
     )
     cfg.validate()
     run_server(cfg, announce=lambda line: print(line, flush=True))
@@ -157,6 +176,7 @@ def compare(
     markdown_path: Annotated[Path | None, typer.Option("--markdown")] = None,
 ) -> None:
     """Compare write strategies: throughput, latency, memory, syscalls, TLS records."""
+    import os
     import signal
     import time
 
@@ -210,7 +230,11 @@ def compare(
         result.rows.append(row)  # type: ignore[arg-type]
         save()  # each finished cell reaches the files at once
 
+    main_pid = os.getpid()
+
     def on_term(signum: int, frame: object) -> None:
+        if os.getpid() != main_pid:  # a fork (pyroute2 helpers) must not run our cleanup
+            os._exit(143)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
@@ -229,6 +253,9 @@ def compare(
             run_compare(cfg, on_row=on_row, progress=progress)
         except KeyboardInterrupt:
             interrupted = True
+        finally:
+            if os.getpid() != main_pid:  # a forked helper unwinding: leave no trace
+                os._exit(130 if interrupted else 0)
     save()
     if result.rows:
         render_comparison(result, console, baseline=baseline)

@@ -122,6 +122,9 @@ def comparison_table(rows: Sequence[ResultRow], *, baseline: str = "single",
 
 
 def render_comparison(result: CompareResult, console: Console, *, baseline: str = "single") -> None:
+    strategies = [r.strategy for r in result.rows]
+    if strategies and baseline not in strategies:
+        baseline = strategies[0]  # ratios against something that was measured
     meta = result.meta
     title = (f"writeshape compare — driver {meta.get('driver')}, "
              f"{meta.get('connections')}×{meta.get('streams')} streams, "

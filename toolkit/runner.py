@@ -154,9 +154,18 @@ class CellRunner:
 
     def _server(self, opts: ServerOptions, wrapper: list[str] | None = None) -> ServerProcess:
         popen = (lambda argv, **kw: self.lab.popen("server", argv, **kw)) if self.lab else None
-        return ServerProcess(opts, wrapper=wrapper or (), popen=popen)
+        return ServerProcess(opts, wrapper=wrapper or (), popen=popen, call=self._client_call)
+
+    def _client_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Client-side work (load, control requests) runs in the client namespace."""
+        if self.lab is not None:
+            return self.lab.call("client", fn, *args, **kwargs)
+        return fn(*args, **kwargs)
 
     def _load(self, url: str, requests: int) -> dict[str, Any]:
+        return self._client_call(self._load_here, url, requests)  # type: ignore[no-any-return]
+
+    def _load_here(self, url: str, requests: int) -> dict[str, Any]:
         cfg = self.cfg
         if cfg.driver == "h2load":
             from toolkit.h2load import run_h2load
@@ -179,6 +188,17 @@ class CellRunner:
                 "tls_records_received": r.tls_records_received,
                 "failures_by_cause": {k: v for k, v in r.failures_by_cause.items() if v}}
 
+    @staticmethod
+    def _settled_stats(srv: ServerProcess, timeout_s: float = 3.0) -> dict[str, Any]:
+        """/stats once the server has read tcp_info of the connections the load closed."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            stats = srv.stats()
+            tcp = stats.get("tcp") or {}
+            if not tcp.get("pending") or time.monotonic() > deadline:
+                return stats  # type: ignore[no-any-return]
+            time.sleep(0.02)
+
     def timing_pass(self, strategy: str, transport: str, body_bytes: int,
                     with_alloc_probe: bool) -> tuple[TimingSample, int | None]:
         cfg = self.cfg
@@ -193,9 +213,9 @@ class CellRunner:
             cpu0 = proc.cpu_times()
             load = self._load(url, cfg.timing_requests(body_bytes))
             cpu1 = proc.cpu_times()
-            stats1 = srv.stats()
+            stats1 = self._settled_stats(srv)
             mem1 = srv.mem()
-            alloc = (measure_alloc_per_response(srv.url, "/", samples=5)
+            alloc = (self._client_call(measure_alloc_per_response, srv.url, "/", samples=5)
                      if with_alloc_probe else None)
         responses = stats1["responses"] - stats0["responses"]
         cpu_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)

@@ -23,6 +23,7 @@ import select
 import signal
 import socket
 import ssl
+import struct
 import threading
 import time
 import tracemalloc
@@ -36,9 +37,11 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from hyperframe.frame import RstStreamFrame
 
 from toolkit.body import BodyStore
 from toolkit.errors import UsageError, WriteshapeError
+from toolkit.guard import ConnectionGuard, GuardLimits, StallDetector, Verdict
 from toolkit.h2_zero_copy import ZeroCopyH2Connection
 from toolkit.memory import memory_report
 from toolkit.socket_writer import SendCounters, SocketWriter
@@ -53,6 +56,7 @@ from toolkit.strategies import (
     TlsStep,
     make_strategy,
 )
+from toolkit.tcp_reader import ClosingSocketReader
 
 log = logging.getLogger("writeshape.server")
 
@@ -76,12 +80,18 @@ class ServerConfig:
     dynamic_records: bool = False
     tracemalloc: bool = False
     stats_json: str | None = None
-    # Protection limits (defaults close to nghttp2's).
+    # Protection limits (defaults close to nghttp2's; docs/limits.md, toolkit/guard.py).
     max_concurrent_streams: int = 100
     max_header_list_bytes: int = 65536
     idle_timeout_s: float = 120.0
-    max_control_frames_queued: int = 10000
-    max_resets_per_s: int = 1000
+    max_control_frames_queued: int = 1000
+    max_control_frames_per_s: float = 33.0
+    control_frames_burst: int = 1000
+    max_resets_per_s: float = 33.0
+    reset_burst: int = 1000
+    max_settings_entries: int = 32
+    max_continuations: int = 8
+    max_bytes_endpoint: int = MAX_BYTES_ENDPOINT
 
     @property
     def transport(self) -> str:
@@ -102,6 +112,25 @@ class ServerConfig:
             raise UsageError(f"--port must be 0..65535, not {self.port}")
         if self.flush_bytes < 1:
             raise UsageError("--flush-bytes must be at least 1")
+        if self.max_concurrent_streams < 1:
+            raise UsageError("--max-concurrent-streams must be at least 1")
+        if self.max_header_list_bytes < 1:
+            raise UsageError("--max-header-list-size must be at least 1")
+        if not 0 <= self.max_bytes_endpoint <= MAX_BYTES_ENDPOINT:
+            raise UsageError(f"--max-bytes-endpoint must be 0..{MAX_BYTES_ENDPOINT}")
+        if not self.idle_timeout_s > 0:
+            raise UsageError("--idle-timeout must be more than 0 seconds")
+        self.guard_limits().validate()
+
+    def guard_limits(self) -> GuardLimits:
+        return GuardLimits(
+            max_control_frames_queued=self.max_control_frames_queued,
+            max_control_frames_per_s=self.max_control_frames_per_s,
+            control_frames_burst=self.control_frames_burst,
+            max_resets_per_s=self.max_resets_per_s, reset_burst=self.reset_burst,
+            max_settings_entries=self.max_settings_entries,
+            max_continuations=self.max_continuations,
+            max_header_block_bytes=self.max_header_list_bytes)
 
 
 @dataclass
@@ -114,11 +143,11 @@ class ServerStats:
     connections_accepted: int = 0
     connections_closed: int = 0
     protocol_errors: int = 0
+    refused: int = 0  # connections closed by a guard limit (toolkit/guard.py)
+    stalled: int = 0  # connections closed for making no progress
     counters: SendCounters = field(default_factory=SendCounters)
     tls_closed: Any = None  # tls_probe.TlsStats of closed connections, summed
-    tcp_data_segs_out: int = 0
-    tcp_bytes_sent: int = 0
-    tcp_connections_read: int = 0
+    tcp_reader: ClosingSocketReader | None = None
 
     def to_dict(self, live_tls: list[Any]) -> dict[str, Any]:
         tls: dict[str, Any] | None = None
@@ -148,10 +177,10 @@ class ServerStats:
             "connections_accepted": self.connections_accepted,
             "connections_closed": self.connections_closed,
             "protocol_errors": self.protocol_errors,
+            "connections_refused": self.refused,
+            "connections_stalled": self.stalled,
             "tls": tls,
-            "tcp": {"data_segs_out": self.tcp_data_segs_out,
-                    "bytes_sent": self.tcp_bytes_sent,
-                    "connections": self.tcp_connections_read},
+            "tcp": self.tcp_reader.snapshot() if self.tcp_reader else None,
         }
 
 
@@ -176,6 +205,23 @@ def _h2_config() -> h2.config.H2Configuration:
                                      normalize_outbound_headers=False)
 
 
+class _CountingH2Connection(ZeroCopyH2Connection):
+    """Counts the frames h2 queues in ``data_to_send`` (ACKs, RST_STREAMs, HEADERS): what
+    the connection owes a peer that may not be reading. DATA runs are captured by reference
+    and never queued, so they are not counted."""
+
+    queued_frames = 0
+    resets_queued = 0
+
+    def _prepare_for_sending(self, frames: list[Any]) -> None:
+        if self._captured is None:
+            self.queued_frames += len(frames)
+            for frame in frames:
+                if isinstance(frame, RstStreamFrame):
+                    self.resets_queued += 1
+        super()._prepare_for_sending(frames)
+
+
 class Connection:
     """One client connection: h2 state, pending responses, the write pipeline."""
 
@@ -185,7 +231,7 @@ class Connection:
         self.sock = sock
         self.peer = peer
         self.loop = server.loop
-        self.h2 = ZeroCopyH2Connection(_h2_config())
+        self.h2 = _CountingH2Connection(_h2_config())
         self.strategy: Strategy = make_strategy(self.cfg.strategy, tls=self.cfg.tls,
                                                 dynamic_records=self.cfg.dynamic_records)
         self.writer = SocketWriter(sock, server.stats.counters)
@@ -201,7 +247,8 @@ class Connection:
         self.tls: Any = None
         self.tls_stdlib: ssl.SSLSocket | None = None
         self.handshake_done = not self.cfg.tls
-        self.resets: list[float] = []
+        self.guard = ConnectionGuard(server.guard_limits, self.last_activity_s)
+        self.stall = StallDetector(self.cfg.idle_timeout_s)
 
     # ---- start -------------------------------------------------------------------
     def start(self) -> None:
@@ -263,7 +310,11 @@ class Connection:
             if data is None:
                 return
         if data:
-            self._h2_receive(data)
+            try:
+                self._h2_receive(data)
+            except Exception as exc:  # one hostile peer must not leave a half-dead loop
+                log.exception("connection %s: unexpected error", self.peer)
+                self.close(f"internal error: {exc.__class__.__name__}: {exc}")
 
     def _tls_receive(self, data: bytes) -> bytes | None:
         from tls_probe import TlsClosedError, TlsError
@@ -323,6 +374,12 @@ class Connection:
 
     def _h2_receive(self, data: bytes) -> None:
         with self.lock:
+            # The guard reads the frame headers first: a flood is refused before h2 does
+            # (and queues replies for) any of it.
+            verdict = self.guard.on_receive(data, self.last_activity_s)
+            if verdict is not None:
+                self._refuse(verdict)
+                return
             try:
                 events = self.h2.receive_data(data)
             except h2.exceptions.ProtocolError as exc:
@@ -334,6 +391,17 @@ class Connection:
                 if self.closing:
                     return
         self.pump()
+        # What the pump could not hand to the socket stays queued in h2: bounded.
+        verdict = self.guard.on_replies(self.h2.queued_frames, self.h2.resets_queued,
+                                        self.last_activity_s)
+        self.h2.resets_queued = 0
+        if verdict is not None and not self.closed:
+            self._refuse(verdict)
+
+    def _refuse(self, verdict: Verdict) -> None:
+        self.server.stats.refused += 1
+        self._goaway_and_close(f"{verdict.error_code.name}: {verdict.reason}",
+                               verdict.error_code)
 
     def _handle_event(self, ev: h2.events.Event) -> None:
         if isinstance(ev, h2.events.RequestReceived):
@@ -343,12 +411,8 @@ class Connection:
             if ev.flow_controlled_length and ev.stream_id in self.h2.streams:
                 self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
         elif isinstance(ev, h2.events.StreamReset):
+            # The rate of resets (Rapid Reset) is the guard's: it counts RST_STREAM frames.
             self.responses.pop(ev.stream_id, None)
-            now = time.monotonic()
-            self.resets = [t for t in self.resets if now - t < 1.0] + [now]
-            if len(self.resets) > self.cfg.max_resets_per_s:
-                self._goaway_and_close("too many stream resets (rapid reset)",
-                                       h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
         elif isinstance(ev, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
             if self.window_open is not None:
                 with self.window_open:
@@ -368,7 +432,12 @@ class Connection:
         resp_headers = [(b":status", str(status).encode()),
                         (b"content-length", str(len(body)).encode()),
                         (b"content-type", ctype), (b"server", b"writeshape")]
-        self.h2.send_headers(sid, resp_headers, end_stream=len(body) == 0)
+        try:
+            self.h2.send_headers(sid, resp_headers, end_stream=len(body) == 0)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.StreamIDTooLowError):
+            # Reset by the peer later in the same read (Rapid Reset): h2 has already
+            # forgotten the stream. Nothing to answer.
+            return
         if len(body) == 0:
             self.server.stats.responses += 1
             return
@@ -387,6 +456,7 @@ class Connection:
         queued = self.h2.data_to_send()
         if queued:
             segs.append(queued)
+            self.h2.queued_frames = 0
         budget = self.cfg.flush_bytes
         frame_max = min(self.h2.max_outbound_frame_size, self.cfg.max_frame_bytes)
         active = [only] if only is not None else list(self.responses.values())
@@ -493,6 +563,7 @@ class Connection:
 
     def _control_only(self) -> list[Buffer]:
         queued = self.h2.data_to_send()
+        self.h2.queued_frames = 0
         return [queued] if queued else []
 
     def _want_write(self, on: bool) -> None:
@@ -588,7 +659,6 @@ class Connection:
             self.loop.remove_reader(fd)
             if self.writing_registered:
                 self.loop.remove_writer(fd)
-            self.server.read_tcp_info(self.sock)
         if self.tls is not None:
             st = self.tls.stats
             stats.tls_closed = st if stats.tls_closed is None else stats.tls_closed + st
@@ -596,8 +666,9 @@ class Connection:
         if self.window_open is not None:
             with self.window_open:
                 self.window_open.notify_all()
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        # Counters are read from the kernel (sock_diag) before the socket is closed, off
+        # the event loop; the reader closes it.
+        self.server.tcp_reader.read_and_close(self.sock)
 
 
 class Server:
@@ -613,7 +684,9 @@ class Server:
         self.cert_bundle: Any = None
         self.listener: socket.socket | None = None
         self.recv_buffer = memoryview(bytearray(RECV_BYTES))  # reads happen on the loop only
-        self._tcp_info_ok = True
+        self.guard_limits = cfg.guard_limits()
+        self.tcp_reader = ClosingSocketReader()
+        self.stats.tcp_reader = self.tcp_reader
 
     def start(self) -> str:
         if self.cfg.tls:
@@ -670,25 +743,18 @@ class Server:
         for conn in list(self.connections):
             if now - conn.last_activity_s > self.cfg.idle_timeout_s and not conn.responses:
                 conn._goaway_and_close("idle timeout", h2.errors.ErrorCodes.NO_ERROR)
+                continue
+            if conn.stall.observe(_progress_token(conn), bool(conn.responses), now):
+                # Zero windows or a peer that stopped reading: its responses would hold
+                # their stream slots (and, under TLS, a flush of ciphertext) forever.
+                self.stats.stalled += 1
+                conn._goaway_and_close(
+                    f"stalled: no response progress for {self.cfg.idle_timeout_s:g} s "
+                    "(zero window or peer not reading)", h2.errors.ErrorCodes.NO_ERROR)
+                continue
             if isinstance(conn.strategy, Coalesce) and now - conn.last_activity_s > 1.0:
                 conn.strategy.reset_idle()
         self.loop.call_later(min(5.0, self.cfg.idle_timeout_s), self._idle_sweep)
-
-    def read_tcp_info(self, sock: socket.socket) -> None:
-        """Segments the kernel sent on a connection, read via sock_diag before it closes."""
-        if not self._tcp_info_ok:
-            return
-        try:
-            from toolkit.tcpinfo import read_own_socket
-
-            info = read_own_socket(sock)
-        except Exception as exc:  # a probe must never take the server down
-            log.warning("tcp_info unavailable: %s", exc)
-            self._tcp_info_ok = False
-            return
-        self.stats.tcp_data_segs_out += info.data_segs_out
-        self.stats.tcp_bytes_sent += info.bytes_sent
-        self.stats.tcp_connections_read += 1
 
     # ---- endpoints -----------------------------------------------------------------
     def route(self, method: bytes, target: str) -> tuple[int, memoryview, bytes]:
@@ -700,15 +766,21 @@ class Server:
             return 200, self.default_body, b"application/octet-stream"
         if path.startswith("/bytes/"):
             text = path[len("/bytes/"):]
-            if not text.isdigit() or int(text) > MAX_BYTES_ENDPOINT:
-                return 400, memoryview(b"/bytes/N takes 0 <= N <= 2^30\n"), b"text/plain"
+            if not text.isdigit() or int(text) > self.cfg.max_bytes_endpoint:
+                # The body store grows to the largest body asked for: this caps its RSS.
+                return 400, memoryview(
+                    f"/bytes/N takes 0 <= N <= {self.cfg.max_bytes_endpoint}\n".encode()
+                ), b"text/plain"
             return 200, self.bodies.view(int(text)), b"application/octet-stream"
         if path == "/mem":
             if query.get("tracemalloc") == ["start"] and not tracemalloc.is_tracing():
                 tracemalloc.start()
             elif query.get("tracemalloc") == ["stop"] and tracemalloc.is_tracing():
                 tracemalloc.stop()
-            report = memory_report(reset_peak=query.get("reset_peak") == ["1"])
+            reset_peak = query.get("reset_peak") == ["1"]
+            if reset_peak:
+                self.tcp_reader.wait_idle()
+            report = memory_report(reset_peak=reset_peak)
             return 200, memoryview(json.dumps(report).encode()), b"application/json"
         if path == "/stats":
             return 200, memoryview(json.dumps(self.stats_dict()).encode()), b"application/json"
@@ -725,9 +797,36 @@ class Server:
             self.listener = None
         for conn in list(self.connections):
             conn.shutdown()
+        self.tcp_reader.stop()  # the last connections' counters belong in the final stats
         if self.cfg.stats_json:
             with open(self.cfg.stats_json, "w") as fh:
                 json.dump(self.stats_dict(), fh)
+
+
+_TCP_INFO_BYTES = 232
+_TCPI_BYTES_ACKED = struct.Struct("=Q")  # struct tcp_info.tcpi_bytes_acked, offset 120
+_TCPI_BYTES_ACKED_OFFSET = 120
+
+
+def _bytes_acked(sock: socket.socket) -> int | None:
+    """Bytes the peer has acknowledged on ``sock`` (TCP_INFO), None if unavailable."""
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_BYTES)
+    except OSError:
+        return None
+    if len(raw) < _TCPI_BYTES_ACKED_OFFSET + 8:
+        return None
+    return int(_TCPI_BYTES_ACKED.unpack_from(raw, _TCPI_BYTES_ACKED_OFFSET)[0])
+
+
+def _progress_token(conn: Connection) -> object:
+    """Changes whenever a connection's responses move: a new flush was built (offsets), or
+    a flush in progress drains (the peer acknowledged bytes). Read every sweep, not per write.
+    Acknowledged bytes count only while a flush is in progress, so PING ACKs cannot keep a
+    zero-window connection looking alive."""
+    offsets = tuple((sid, r.offset) for sid, r in conn.responses.items())
+    writing = conn.plan is not None or conn.writer.busy
+    return offsets, _bytes_acked(conn.sock) if writing and not conn.closed else None
 
 
 def run_server(cfg: ServerConfig, announce: Callable[[str], None] | None = None) -> None:

@@ -31,6 +31,11 @@ class ServerStartError(WriteshapeError):
     pass
 
 
+def _fetch_once(url: str, path: str) -> Any:
+    with H2Fetcher(url) as f:
+        return f.get(path)
+
+
 @dataclass
 class ServerOptions:
     strategy: str = "single"
@@ -68,10 +73,12 @@ class ServerProcess:
     (e.g. strace); ``popen`` replaces subprocess.Popen (e.g. to start in a netns)."""
 
     def __init__(self, options: ServerOptions, *, wrapper: Sequence[str] = (),
-                 popen: Any = None, start_timeout_s: float = 30.0) -> None:
+                 popen: Any = None, call: Any = None, start_timeout_s: float = 30.0) -> None:
         self.options = options
         self.wrapper = list(wrapper)
         self._popen = popen or subprocess.Popen
+        # How to run client-side Python (control requests): in the client netns if any.
+        self.call = call or (lambda fn, *a, **kw: fn(*a, **kw))
         self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
@@ -137,8 +144,7 @@ class ServerProcess:
             return [ln.rstrip("\n") for ln in fh]
 
     def get_json(self, path: str) -> Any:
-        with H2Fetcher(self.url) as f:
-            resp = f.get(path)
+        resp = self.call(_fetch_once, self.url, path)
         if resp.status != 200:
             raise WriteshapeError(f"GET {path} answered {resp.status}")
         return resp.json()
