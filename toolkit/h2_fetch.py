@@ -67,6 +67,12 @@ class H2Fetcher:
             self.sock.sendall(data)
 
     def get(self, path: str) -> FetchResponse:
+        try:
+            return self._get(path)
+        except OSError as exc:  # timeouts and resets: the caller gets one clear line
+            raise WriteshapeError(f"GET {path} from {self.authority} failed: {exc}") from exc
+
+    def _get(self, path: str) -> FetchResponse:
         sid = self.conn.get_next_available_stream_id()
         self.conn.send_headers(sid, [(":method", "GET"), (":path", path),
                                      (":scheme", self.scheme), (":authority", self.authority)],

@@ -1,0 +1,176 @@
+"""`writeshape compare` end to end: the review's table, measured, in the contract's JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+CONTRACT_ROW_FIELDS = (
+    "strategy transport body_bytes requests failures req_per_s mbytes_per_s latency_ms_p50 "
+    "latency_ms_p90 latency_ms_p99 latency_ms_max cpu_s_per_request rss_delta_bytes "
+    "live_heap_delta_bytes alloc_bytes_per_response write_syscalls_per_response "
+    "bytes_per_write_syscall syscalls tls_records_per_response tls_record_bytes_mean "
+    "tls_overhead_bytes_per_response tcp_data_segments_per_response self_count_matches_strace"
+).split()
+MIB = 1 << 20
+
+
+def _writeshape(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "toolkit", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def review_json(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare") / "results.json"
+    proc = _writeshape("compare", "--strategies", "single,split,writev", "--transports",
+                       "h2c,h2", "--body-sizes", "1MiB", "--requests", "120",
+                       "--counting-requests", "24", "--json", str(out),
+                       "--csv", str(out.with_suffix(".csv")),
+                       "--markdown", str(out.with_suffix(".md")))
+    assert proc.returncode == 0, proc.stderr
+    return out, json.loads(out.read_text()), proc.stdout
+
+
+def _row(data, strategy, transport):
+    [row] = [r for r in data["results"]
+             if (r["strategy"], r["transport"], r["body_bytes"]) == (strategy, transport, MIB)]
+    return row
+
+
+def test_json_has_the_contract_fields(review_json):
+    _, data, _ = review_json
+    meta = data["meta"]
+    for key in ("started", "command", "python", "kernel", "versions", "driver"):
+        assert key in meta
+    assert len(data["results"]) == 6
+    for row in data["results"]:
+        for name in CONTRACT_ROW_FIELDS:
+            assert name in row, name
+        assert row["failures"] == 0 and row["requests"] >= 120
+        assert row["self_count_matches_strace"] is True
+        assert row["req_per_s"] > 0 and row["latency_ms_p99"] >= row["latency_ms_p50"] > 0
+
+
+def test_the_review_question_is_answered(review_json):
+    _, data, _ = review_json
+    for transport in ("h2c", "h2"):
+        single = _row(data, "single", transport)
+        split = _row(data, "split", transport)
+        writev = _row(data, "writev", transport)
+        # split: many times the write syscalls of writev (a header and a payload per frame)
+        assert split["write_syscalls_per_response"] > 20 * writev["write_syscalls_per_response"]
+        # single: a body-sized allocation per response; split stays bounded
+        assert single["alloc_bytes_per_response"] >= MIB
+        assert split["alloc_bytes_per_response"] < 64 << 10
+        if transport == "h2c":
+            assert writev["alloc_bytes_per_response"] < 64 << 10
+        else:
+            # TLS has no gather write: writev must hold the flush's ciphertext to send it
+            # in one sendmsg, so it allocates about what single does.
+            assert writev["alloc_bytes_per_response"] >= MIB
+    # over TLS, split writes about twice the records of single (a 31-byte one per header)
+    single, split = _row(data, "single", "h2"), _row(data, "split", "h2")
+    assert 1.7 < split["tls_records_per_response"] / single["tls_records_per_response"] < 2.3
+    assert split["tls_record_bytes_mean"] < single["tls_record_bytes_mean"] / 1.7
+    assert _row(data, "single", "h2c")["tls_records_per_response"] is None  # not measured
+    for row in data["results"]:
+        assert row["tcp_data_segments_per_response"] > 0
+
+
+def test_csv_markdown_and_report_redraw(review_json):
+    out, _, stdout = review_json
+    assert "req/s" in stdout and "writes/resp" in stdout
+    csv_text = out.with_suffix(".csv").read_text()
+    assert csv_text.splitlines()[0].startswith("strategy,transport,body_bytes")
+    assert len(csv_text.splitlines()) == 7
+    assert "| h2c | 1MiB | single |" in out.with_suffix(".md").read_text()
+    report = _writeshape("report", str(out))
+    assert report.returncode == 0 and "split" in report.stdout and "writes/resp" in report.stdout
+
+
+def test_report_rejects_a_file_that_is_not_results(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    proc = _writeshape("report", str(bad))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("writeshape: error:") and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_python_api_returns_rows_and_a_dataframe():
+    from toolkit.runner import compare
+
+    result = compare(strategies=["split", "writev"], transports=["h2c"], body_sizes=["64KiB"],
+                     requests=60, counting_requests=8, strace=True, alloc_probe=False)
+    df = result.to_pandas()
+    assert list(df["strategy"]) == ["split", "writev"]
+    assert (df["failures"] == 0).all()
+    assert df.set_index("strategy").loc["split", "write_syscalls_per_response"] > 4
+
+
+def _servers_started_after(t0: float) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline", "create_time"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if p.info["create_time"] >= t0 - 1 and ("toolkit serve" in cmd or "strace" in cmd
+                                                 or "h2load" in cmd):
+            found.append(p)
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_compare_keeps_finished_cells_and_leaves_no_process(tmp_path, sig):
+    out = tmp_path / "partial.json"
+    t0 = time.time()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "toolkit", "compare", "--strategies", "single,split,writev,cork",
+         "--transports", "h2c", "--body-sizes", "64KiB,256KiB", "--requests", "200",
+         "--counting-requests", "16", "--json", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    rows = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists():
+            rows = len(json.loads(out.read_text())["results"])
+            if rows >= 2:
+                break
+        time.sleep(0.2)
+    assert rows >= 2, "no cell finished"
+    os.kill(proc.pid, sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    data = json.loads(out.read_text())
+    assert len(data["results"]) >= rows
+    assert all(r["failures"] == 0 for r in data["results"])
+    time.sleep(0.5)
+    left = [p for p in _servers_started_after(t0) if p.is_running()
+            and p.status() != psutil.STATUS_ZOMBIE]
+    assert not left, [p.cmdline() for p in left]
+
+
+def test_bad_arguments_are_one_line_errors():
+    for args, needle in ((["--strategies", "single,nope"], "unknown strategy"),
+                         (["--transports", "h3"], "unknown transport"),
+                         (["--body-sizes", "1XB"], "not a size"),
+                         (["--driver", "wrk"], "--driver")):
+        proc = _writeshape("compare", *args, timeout=60)
+        assert proc.returncode == 2, (args, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+def test_missing_strace_is_named(tmp_path):
+    env = dict(os.environ, PATH=str(tmp_path))  # nothing on PATH
+    proc = subprocess.run([sys.executable, "-m", "toolkit", "compare", "--strategies", "split"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 2
+    assert "strace not found" in proc.stderr and "apt-get install strace" in proc.stderr
