@@ -208,8 +208,9 @@ class CellRunner:
             # Warm-up: code paths, the body buffer and hpack tables exist before "before".
             self._load(url, max(cfg.warmup_requests, cfg.connections * cfg.streams))
             proc = psutil.Process(srv.server_pid)
+            # Settled first: the warm-up's closing connections are read and gone.
+            stats0 = self._settled_stats(srv)
             mem0 = srv.mem()
-            stats0 = srv.stats()
             cpu0 = proc.cpu_times()
             load = self._load(url, cfg.timing_requests(body_bytes))
             cpu1 = proc.cpu_times()

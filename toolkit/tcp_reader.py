@@ -60,6 +60,10 @@ class ClosingSocketReader:
         self._queue.put(sock)
 
     def _run(self) -> None:
+        # Import pyroute2 now, in the background: importing it at the first close would
+        # land its memory (several MiB) in the middle of a measurement.
+        with contextlib.suppress(Exception):
+            import toolkit.tcpinfo  # noqa: F401
         while (sock := self._queue.get()) is not None:
             try:
                 self._read(sock)
