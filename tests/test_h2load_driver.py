@@ -186,9 +186,23 @@ def test_real_h2load_run(h2c_url: str) -> None:
     assert r.body_bytes == 64 << 20
     assert r.req_per_s > 0 and r.mbytes_per_s is not None and r.mbytes_per_s > 0
     assert r.latency_ms_max is not None and r.latency_ms_max > 0
+    # Percentiles come from h2load's own per-request log (--log-file), one sample each.
+    assert r.latency_ms_p50 is not None and r.latency_ms_p99 is not None
+    assert 0 < r.latency_ms_p50 <= r.latency_ms_p90 <= r.latency_ms_p99 <= r.latency_ms_max
     assert r.command[-1] == h2c_url and "-m" in r.command
     # This machine's h2load (1.52) has no JSON output; a newer one would be used for it.
     assert r.source_format == ("json-v1" if supports_output_file(r.command[0]) else "text")
+
+
+def test_request_log_of_failed_streams_gives_no_latency() -> None:
+    from toolkit.h2load import H2loadResult, apply_request_log
+
+    r = H2loadResult(requests=0, failures=2, errored=2, req_per_s=0.0, mbytes_per_s=None)
+    apply_request_log(r, "1700000000000000\t-1\t1500\n1700000000000100\t-1\t2500\nbad\n")
+    assert r.latency_ms_p50 is None and r.latency_ms_max is None
+    apply_request_log(r, "1700000000000000\t200\t1500\n1700000000000100\t200\t2500\n")
+    assert r.latency_ms_p50 == pytest.approx(1.5, rel=0.01)
+    assert r.latency_ms_max == pytest.approx(2.5, rel=0.01)
 
 
 def test_real_h2load_refused_connection_counts_errors() -> None:

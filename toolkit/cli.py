@@ -156,7 +156,8 @@ def compare(
     connections: Annotated[int | None, typer.Option("--connections", "-c")] = None,
     streams: Annotated[int | None, typer.Option("--streams", "-m")] = None,
     repeat: Annotated[int | None, typer.Option(help="timing runs per cell (medians)")] = None,
-    driver: Annotated[str, typer.Option(help="builtin or h2load")] = "builtin",
+    driver: Annotated[str, typer.Option(
+        help="load client: h2load, builtin, or auto (h2load if installed)")] = "auto",
     no_strace: Annotated[bool, typer.Option("--no-strace", help="skip the counting run")
                          ] = False,
     no_alloc: Annotated[bool, typer.Option("--no-alloc", help="skip the tracemalloc probe")

@@ -334,7 +334,7 @@ def run_h2load(
             streams=streams,
             threads=threads,
             output_file=out_path,
-            extra_args=extra_args,
+            extra_args=[*extra_args, "--log-file", str(Path(tmp) / "requests.tsv")],
         )
         try:
             proc = subprocess.run(
@@ -351,7 +351,37 @@ def run_h2load(
             result = parse_h2load_json(Path(out_path).read_text())
         else:
             result = parse_h2load_text(proc.stdout, duration_s=duration_s)
+        log_path = Path(tmp) / "requests.tsv"
+        if log_path.exists():
+            apply_request_log(result, log_path.read_text())
     result.command = cmd
     if result.source_format == "json-v1":
         result.raw_text = proc.stdout + "\n" + result.raw_text
     return result
+
+
+def apply_request_log(result: H2loadResult, text: str) -> None:
+    """Latency percentiles from h2load's per-request log (``--log-file``).
+
+    h2load 1.52 prints no percentiles, but logs every request: start (us since the
+    epoch), status, microseconds to the end of the response. Those go into the same HDR
+    histogram the built-in client uses, so both drivers report p50/p90/p99 alike.
+    """
+    from toolkit.latency import LatencyHistogram
+
+    hist = LatencyHistogram()
+    for line in text.splitlines():
+        cols = line.split("\t")
+        if len(cols) < 3:
+            continue
+        try:
+            status, micros = int(cols[1]), int(cols[2])
+        except ValueError:
+            continue
+        if status > 0:  # -1: a failed stream, no latency to speak of
+            hist.record_us(micros)
+    if hist.count:
+        result.latency_ms_p50 = hist.percentile_ms(50)
+        result.latency_ms_p90 = hist.percentile_ms(90)
+        result.latency_ms_p99 = hist.percentile_ms(99)
+        result.latency_ms_max = hist.max_ms()

@@ -35,7 +35,7 @@ from toolkit.sizes import format_size
 from toolkit.strategies import STRATEGIES
 
 TRANSPORTS = ("h2c", "h2")
-DRIVERS = ("builtin", "h2load")
+DRIVERS = ("auto", "builtin", "h2load")
 
 
 @dataclass
@@ -48,7 +48,9 @@ class CompareConfig:
     connections: int = 4
     streams: int = 4
     repeat: int = 1
-    driver: str = "builtin"
+    # auto: h2load when installed (a C client is never the bottleneck on 2 cores, so the
+    # server's cost decides the ranking), else the built-in client.
+    driver: str = "auto"
     strace: bool = True
     alloc_probe: bool = True
     baseline: str = "single"
@@ -73,7 +75,11 @@ class CompareConfig:
         if "coalesce" in self.strategies and self.transports == ["h2c"]:
             raise UsageError("coalesce is a TLS strategy: add --transports h2")
         if self.driver not in DRIVERS:
-            raise UsageError(f"--driver must be builtin or h2load, not {self.driver!r}")
+            raise UsageError(f"--driver must be auto, builtin or h2load, not {self.driver!r}")
+        if self.driver == "auto":
+            import shutil
+
+            self.driver = "h2load" if shutil.which("h2load") else "builtin"
         if not self.body_sizes:
             raise UsageError("--body-sizes is empty")
         if self.repeat < 1 or self.connections < 1 or self.streams < 1:
