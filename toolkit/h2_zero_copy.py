@@ -89,7 +89,7 @@ class ZeroCopyH2Connection(h2.connection.H2Connection):
         if queued:
             out.append(queued)
         for frame in captured:
-            view: memoryview = frame.data.view
+            view: memoryview = frame.data.view  # type: ignore[attr-defined]  # a PayloadRef
             end = "END_STREAM" in frame.flags
             total = len(view)
             if total == 0:

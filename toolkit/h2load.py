@@ -212,11 +212,15 @@ def parse_h2load_json(text: str) -> H2loadResult:
     duration = _num(m, "duration")
     data_b = _num(m, "traffic", "data")
     mbps = data_b / duration / 1e6 if data_b is not None and duration else None
-    perf = m.get("performance") if isinstance(m.get("performance"), dict) else {}
+    perf: dict[str, Any] = m.get("performance") or {}
+    if not isinstance(perf, dict):
+        perf = {}
     # Percentiles over zero samples are meaningless even if a number is present.
     req_perf = perf.get("request") if succeeded else None
     ttfb_perf = perf.get("ttfb")
-    codes = m.get("status_codes") if isinstance(m.get("status_codes"), dict) else {}
+    codes: dict[str, Any] = m.get("status_codes") or {}
+    if not isinstance(codes, dict):
+        codes = {}
 
     def opt_int(v: float | None) -> int | None:
         return None if v is None else int(v)

@@ -546,7 +546,7 @@ class _H2Client(asyncio.BufferedProtocol):
                 self._flush()
                 if not self.streams and run.tickets_done():
                     return
-            waiter = asyncio.ensure_future(run.changed.wait())
+            waiter: asyncio.Future[Any] = asyncio.ensure_future(run.changed.wait())
             await asyncio.wait({waiter, self.closed}, timeout=0.25,
                                return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()

@@ -169,7 +169,7 @@ class CellRunner:
         return fn(*args, **kwargs)
 
     def _load(self, url: str, requests: int) -> dict[str, Any]:
-        return self._client_call(self._load_here, url, requests)  # type: ignore[no-any-return]
+        return self._client_call(self._load_here, url, requests)
 
     def _load_here(self, url: str, requests: int) -> dict[str, Any]:
         cfg = self.cfg
@@ -202,7 +202,7 @@ class CellRunner:
             stats = srv.stats()
             tcp = stats.get("tcp") or {}
             if not tcp.get("pending") or time.monotonic() > deadline:
-                return stats  # type: ignore[no-any-return]
+                return stats
             time.sleep(0.02)
 
     def timing_pass(self, strategy: str, transport: str, body_bytes: int,

@@ -255,6 +255,7 @@ class Connection:
         if self.cfg.tls and self.cfg.tls_mode == "membio":
             from tls_probe import InstrumentedTLS
 
+            assert self.server.ssl_context is not None
             self.tls = InstrumentedTLS(self.server.ssl_context, server_side=True)
         elif self.cfg.tls:
             assert self.server.ssl_context is not None
@@ -306,9 +307,10 @@ class Connection:
             return
         self.last_activity_s = time.monotonic()
         if self.tls is not None:
-            data = self._tls_receive(data)
-            if data is None:
+            plaintext = self._tls_receive(data)
+            if plaintext is None:
                 return
+            data = plaintext
         if data:
             try:
                 self._h2_receive(data)

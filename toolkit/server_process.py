@@ -150,10 +150,10 @@ class ServerProcess:
         return resp.json()
 
     def stats(self) -> dict[str, Any]:
-        return self.get_json("/stats")  # type: ignore[no-any-return]
+        return self.get_json("/stats")
 
     def mem(self, query: str = "") -> dict[str, Any]:
-        return self.get_json("/mem" + (f"?{query}" if query else ""))  # type: ignore[no-any-return]
+        return self.get_json("/mem" + (f"?{query}" if query else ""))
 
     def stop(self, timeout_s: float = 20.0) -> int | None:
         """SIGTERM, wait; SIGKILL the process group if it hangs. Reads the final stats."""
