@@ -30,7 +30,7 @@ import psutil
 from toolkit.alloc_probe import measure_alloc_per_response
 from toolkit.errors import UsageError, WriteshapeError
 from toolkit.rows import CountingSample, ResultRow, TimingSample, build_row
-from toolkit.server_process import ServerOptions, ServerProcess
+from toolkit.server_process import ServerOptions, ServerProcess, ServerStartError
 from toolkit.sizes import format_size
 from toolkit.strategies import STRATEGIES
 
@@ -260,14 +260,18 @@ class CellRunner:
         return sample, alloc
 
     def counting_pass(self, strategy: str, transport: str, body_bytes: int) -> CountingSample:
-        from toolkit.strace_probe import count_tcp_writes, strace_wrapper
+        from toolkit.strace_probe import check_ptrace_allowed, count_tcp_writes, strace_wrapper
 
         opts = self._options(strategy, transport, body_bytes)
         with tempfile.TemporaryDirectory(prefix="writeshape-strace-") as tmp:
             log = os.path.join(tmp, "server.strace")
             srv = self._server(opts, wrapper=strace_wrapper(log))
             try:
-                srv.start()
+                try:
+                    srv.start()
+                except ServerStartError as exc:
+                    check_ptrace_allowed(str(exc))  # names the fix when ptrace is refused
+                    raise
                 self._load(f"{srv.url}/", self.cfg.strace_requests(body_bytes))
             finally:
                 srv.stop()

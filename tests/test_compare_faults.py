@@ -1,0 +1,130 @@
+"""The comparison under faults and in its other modes: a server killed mid-run, the
+review preset, and the network-namespace lab."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+
+
+def _compare(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "toolkit", "compare", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _serving(p: psutil.Process) -> bool:
+    try:
+        established = [c for c in p.net_connections("tcp") if c.status == "ESTABLISHED"]
+    except psutil.Error:
+        return False
+    return len(established) >= 4  # the load's connections are up
+
+
+def test_a_server_killed_mid_run_fails_its_cell_and_the_others_still_run(tmp_path):
+    out = tmp_path / "r.json"
+    killed: list[int] = []
+    t0 = time.time()
+
+    def kill_first_split_server() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            for p in psutil.process_iter(["cmdline", "create_time"]):
+                cmd = p.info["cmdline"] or []
+                if (p.info["create_time"] >= t0 - 1 and "serve" in cmd and "split" in cmd
+                        and "strace" not in cmd[0] and _serving(p)):
+                    os.kill(p.pid, signal.SIGKILL)  # in the middle of the timing run
+                    killed.append(p.pid)
+                    return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_first_split_server)
+    killer.start()
+    proc = _compare("--strategies", "single,split,writev", "--transports", "h2c",
+                    "--body-sizes", "256KiB", "--requests", "3000", "--counting-requests",
+                    "16", "--no-alloc", "--driver", "builtin", "--json", str(out))
+    killer.join()
+    assert killed, "no split server was seen"
+    assert proc.returncode == 1, proc.stderr  # a cell failed: not a clean exit
+    assert "Traceback" not in proc.stderr
+    rows = {r["strategy"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(rows) == {"single", "split", "writev"}
+    assert rows["split"]["error"] or rows["split"]["failures"] > 0
+    for name in ("single", "writev"):
+        assert rows[name]["error"] is None and rows[name]["failures"] == 0
+        assert rows[name]["self_count_matches_strace"] is True
+    assert "split" in proc.stdout  # the table still shows every cell
+
+
+def test_review_preset_sets_the_experiment_and_accepts_overrides(tmp_path):
+    out = tmp_path / "review.json"
+    proc = _compare("--preset", "review", "--requests", "64", "--counting-requests", "8",
+                    "--no-alloc", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    cells = {(r["strategy"], r["transport"], r["body_bytes"]) for r in data["results"]}
+    assert cells == {(s, t, 1 << 20) for s in ("single", "split", "writev")
+                     for t in ("h2c", "h2")}
+    assert all(r["requests"] == 64 for r in data["results"])
+    assert "--preset review" in data["meta"]["command"]
+
+
+def test_unknown_preset_is_one_line():
+    proc = _compare("--preset", "nope", timeout=60)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "unknown preset" in proc.stderr
+
+
+def _lab_namespaces() -> set[str]:
+    from toolkit.netlab import NETNS_DIR
+
+    try:
+        return {n for n in os.listdir(NETNS_DIR) if n.startswith("ws-")}
+    except FileNotFoundError:
+        return set()
+
+
+def test_netns_compare_counts_segments_per_strategy_and_leaves_nothing(tmp_path):
+    before = _lab_namespaces()
+    out = tmp_path / "netns.json"
+    proc = _compare("--netns", "--mtu", "1500", "--rate", "2gbit", "--strategies", "split,cork",
+                    "--transports", "h2c", "--body-sizes", "64KiB", "--requests", "300",
+                    "--counting-requests", "16", "--no-alloc", "--driver", "builtin",
+                    "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["strategy"]: r for r in json.loads(out.read_text())["results"]}
+    assert json.loads(out.read_text())["meta"]["netns"] is True
+    # A 64 KiB body over a 1500-byte MTU needs at least 45 segments; split's NODELAY
+    # headers may add more, never fewer.
+    for r in rows.values():
+        assert r["tcp_data_segments_per_response"] >= 65536 / 1448
+        assert r["failures"] == 0 and r["self_count_matches_strace"] is True
+    assert rows["split"]["tcp_data_segments_per_response"] >= \
+        rows["cork"]["tcp_data_segments_per_response"]
+    assert _lab_namespaces() <= before
+
+
+def test_netns_delay_without_netem_is_a_clear_error():
+    proc = _compare("--netns", "--delay-ms", "5", "--strategies", "split", "--transports",
+                    "h2c", "--body-sizes", "16KiB", "--requests", "50", timeout=120)
+    if proc.returncode == 0:  # a kernel with sch_netem: the delay simply works
+        return
+    assert proc.returncode == 2, proc.stderr
+    assert "netem" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1
+
+
+def test_loopback_split_sends_more_segments_than_cork():
+    from toolkit.runner import compare
+
+    result = compare(strategies=["split", "cork"], transports=["h2c"], body_sizes=["64KiB"],
+                     requests=300, strace=False, alloc_probe=False, driver="builtin")
+    segs = {r.strategy: r.tcp_data_segments_per_response for r in result.rows}
+    # TCP_NODELAY: split's 9-byte headers leave as their own segments; MSG_MORE holds them.
+    assert segs["split"] > 2 * segs["cork"], segs
