@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -112,3 +113,29 @@ def test_bench_counting_path(benchmark: Any, write_heavy_log: tuple[str, int]) -
     benchmark.extra_info["ratio_to_one_regex_counter"] = round(ratio, 3)
     assert ours_lps >= MIN_LINES_PER_S, f"{ours_lps:,.0f} lines/s"
     assert ratio >= MIN_RATIO, f"{ratio:.2f} of the one-regex counter's speed"
+
+
+def test_memory_stays_flat_while_streaming(write_heavy_log: tuple[str, int],
+                                           tmp_path: Path) -> None:
+    """Four times the log, about the same peak: the parser holds a block, not the file."""
+    import tracemalloc
+
+    path, _ = write_heavy_log
+    bigger = tmp_path / "x4.log"
+    with bigger.open("w") as out:
+        for _ in range(4):
+            with open(path) as src:
+                out.write(src.read())
+
+    def peak_bytes(p: str) -> int:
+        tracemalloc.start()
+        try:
+            summarize_paths([p])
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    one, four = peak_bytes(path), peak_bytes(str(bigger))
+    assert four < 1.5 * one + (1 << 20), (one, four)
+    # The fast path holds one 4 MiB block and its match list at a time: a constant.
+    assert four < 64 << 20, four

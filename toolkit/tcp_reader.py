@@ -35,6 +35,7 @@ class ClosingSocketReader:
         self._queue: queue.Queue[socket.socket | None] = queue.Queue()
         self._pending = 0
         self._disabled = False
+        self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tcp-info", daemon=True)
         self._thread.start()
 
@@ -64,6 +65,7 @@ class ClosingSocketReader:
         # land its memory (several MiB) in the middle of a measurement.
         with contextlib.suppress(Exception):
             import toolkit.tcpinfo  # noqa: F401
+        self._ready.set()
         while (sock := self._queue.get()) is not None:
             try:
                 self._read(sock)
@@ -74,6 +76,12 @@ class ClosingSocketReader:
                     self._pending -= 1
 
     def _read(self, sock: socket.socket) -> None:
+        try:
+            sock.getpeername()
+        except OSError:  # reset by the peer: the kernel has no counters left to give
+            with self._lock:
+                self.totals.failed += 1
+            return
         try:
             from toolkit.tcpinfo import read_own_socket
 
@@ -94,6 +102,7 @@ class ClosingSocketReader:
         """Wait (bounded) until no read is queued or running: allocation probes call this
         so that pyroute2's own allocations do not land in a response's peak."""
         deadline = time.monotonic() + timeout_s
+        self._ready.wait(timeout_s)  # the pyroute2 import allocates too
         while self.pending and time.monotonic() < deadline:
             time.sleep(0.005)
         return self.pending == 0

@@ -1,0 +1,407 @@
+"""Hostile HTTP/2 clients: the server refuses or bounds them, and keeps serving others.
+
+Every attack of toolkit.hostile runs against a real server process while a well-behaved
+load client keeps loading the same server. For each: the abusive connection is closed
+(GOAWAY ENHANCE_YOUR_CALM / PROTOCOL_ERROR, a stall or idle timeout) or its work is
+bounded, the server's RSS stays within a fixed bound over its warmed-up size, the
+well-behaved client sees no failure, and the server is alive and logged one line per
+bad connection, without tracebacks. The guard's pure accounting is tested first.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import psutil
+import pytest
+from h2.errors import ErrorCodes
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    HeadersFrame,
+    PingFrame,
+    RstStreamFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from toolkit import hostile
+from toolkit.guard import (
+    PREFACE,
+    ConnectionGuard,
+    FrameHead,
+    FrameScanner,
+    GuardLimits,
+    StallDetector,
+    TokenBucket,
+)
+from toolkit.load import LoadConfig, run_load
+from toolkit.server_process import ServerOptions, ServerProcess
+
+CALM = int(ErrorCodes.ENHANCE_YOUR_CALM)
+PROTOCOL = int(ErrorCodes.PROTOCOL_ERROR)
+IDLE_TIMEOUT_S = 2.0
+# Over the warmed-up server (16 MiB body store grown, TLS and load code paths run once):
+# the largest growth measured under all these attacks was 3-4 MiB (docs/limits.md).
+RSS_BOUND_BYTES = 16 << 20
+BIG_BODY = "/bytes/16777216"
+
+
+# ---- the guard, pure -------------------------------------------------------------------
+
+
+def _wire(*frames: object) -> bytes:
+    return b"".join(f.serialize() for f in frames)  # type: ignore[attr-defined]
+
+
+def test_scanner_reads_frame_headers_and_skips_payloads():
+    data = PREFACE + _wire(SettingsFrame(0), DataFrame(1, data=b"x" * 1000),
+                           PingFrame(0, opaque_data=b"12345678"))
+    heads = FrameScanner().feed(data)
+    assert heads == [FrameHead(0x4, 0, 0, 0), FrameHead(0x0, 0, 1, 1000),
+                     FrameHead(0x6, 0, 0, 8)]
+
+
+def test_scanner_stops_at_a_wrong_preface():
+    scanner = FrameScanner()
+    assert scanner.feed(b"GET / HTTP/1.1\r\n" + _wire(PingFrame(0))) == []
+    assert scanner.broken
+
+
+@settings(max_examples=60, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12))
+def test_scanner_is_indifferent_to_how_bytes_are_split(cuts):
+    data = PREFACE + _wire(SettingsFrame(0, settings={3: 100}), HeadersFrame(1, data=b"h" * 40),
+                           DataFrame(1, data=b"d" * 200), RstStreamFrame(1),
+                           WindowUpdateFrame(0, window_increment=7))
+    whole = FrameScanner().feed(data)
+    scanner, heads, prev = FrameScanner(), [], 0
+    for cut in sorted({*cuts, len(data)}):
+        heads += scanner.feed(data[prev:cut])
+        prev = max(prev, cut)
+    assert heads == whole and len(whole) == 5
+
+
+def test_token_bucket_allows_the_burst_then_the_rate():
+    bucket = TokenBucket(rate_per_s=10, burst=5, now_s=0.0)
+    assert all(bucket.take(0.0) for _ in range(5))
+    assert not bucket.take(0.0)
+    assert bucket.take(0.1) and not bucket.take(0.1)  # 0.1 s at 10/s: one token back
+    assert sum(bucket.take(100.0) for _ in range(10)) == 5  # never more than the burst
+
+
+def _feed(guard: ConnectionGuard, frames: list[object], now_s: float = 0.0):
+    return guard.on_receive(_wire(*frames), now_s)
+
+
+@pytest.mark.parametrize(("frame", "words"), [
+    (PingFrame(0), "ping flood"),
+    (SettingsFrame(0), "settings flood"),
+    (RstStreamFrame(1), "rapid reset"),
+    (DataFrame(1, data=b""), "empty frames"),
+])
+def test_guard_refuses_a_flood_after_the_burst(frame, words):
+    limits = GuardLimits(control_frames_burst=20, reset_burst=20)
+    guard = ConnectionGuard(limits, 0.0)
+    assert guard.on_receive(PREFACE, 0.0) is None
+    assert _feed(guard, [frame] * 20) is None
+    verdict = _feed(guard, [frame])
+    assert verdict is not None and verdict.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    assert words in verdict.reason
+
+
+def test_guard_lets_a_steady_slow_peer_through():
+    guard = ConnectionGuard(GuardLimits(control_frames_burst=5, max_control_frames_per_s=10), 0.0)
+    guard.on_receive(PREFACE, 0.0)
+    # 1000 PINGs over 200 s: 5 per second, under the 10/s rate.
+    assert all(_feed(guard, [PingFrame(0)], i * 0.2) is None for i in range(1000))
+
+
+def test_guard_counts_continuations_and_header_block_bytes():
+    guard = ConnectionGuard(GuardLimits(max_continuations=3, max_header_block_bytes=1000), 0.0)
+    guard.on_receive(PREFACE, 0.0)
+    assert _feed(guard, [HeadersFrame(1, data=b"h" * 10)]
+                 + [ContinuationFrame(1, data=b"c")] * 3) is None
+    verdict = _feed(guard, [ContinuationFrame(1, data=b"c")])
+    assert verdict is not None and "CONTINUATION flood" in verdict.reason
+    guard = ConnectionGuard(GuardLimits(max_header_block_bytes=1000), 0.0)
+    guard.on_receive(PREFACE, 0.0)
+    verdict = _feed(guard, [HeadersFrame(1, data=b"h" * 600),
+                            ContinuationFrame(1, data=b"c" * 600)])
+    assert verdict is not None and "header block over 1000" in verdict.reason
+    # A finished block resets the count: many ordinary requests are fine.
+    guard = ConnectionGuard(GuardLimits(max_continuations=1), 0.0)
+    guard.on_receive(PREFACE, 0.0)
+    block = [HeadersFrame(1, data=b"h"), ContinuationFrame(1, data=b"c", flags=["END_HEADERS"])]
+    assert all(_feed(guard, block) is None for _ in range(100))
+
+
+def test_guard_refuses_settings_with_too_many_entries():
+    guard = ConnectionGuard(GuardLimits(max_settings_entries=2), 0.0)
+    guard.on_receive(PREFACE, 0.0)
+    assert _feed(guard, [SettingsFrame(0, settings={1: 1, 3: 3})]) is None
+    verdict = _feed(guard, [SettingsFrame(0, settings={1: 1, 3: 3, 4: 4})])
+    assert verdict is not None and "3 entries" in verdict.reason
+
+
+def test_guard_bounds_queued_replies_and_provoked_resets():
+    guard = ConnectionGuard(GuardLimits(max_control_frames_queued=100, reset_burst=10), 0.0)
+    assert guard.on_replies(100, 0, 0.0) is None
+    verdict = guard.on_replies(101, 0, 0.0)
+    assert verdict is not None and "does not read" in verdict.reason
+    assert guard.on_replies(0, 10, 0.0) is None
+    verdict = guard.on_replies(0, 1, 0.0)
+    assert verdict is not None and "reset flood" in verdict.reason
+
+
+def test_stall_detector_needs_pending_work_and_an_unchanged_token():
+    stall = StallDetector(timeout_s=2.0)
+    assert not stall.observe("a", True, 0.0)
+    assert not stall.observe("a", True, 1.9)
+    assert stall.observe("a", True, 2.0)
+    assert not stall.observe("b", True, 3.0)  # progress restarts the clock
+    assert not stall.observe("b", False, 10.0)  # nothing pending: not stalled
+    assert not stall.observe("b", True, 10.5)
+
+
+def test_hostile_clients_refuse_non_loopback_targets():
+    with pytest.raises(hostile.HostileTargetError, match="loopback"):
+        hostile.ping_flood(hostile.Target("192.0.2.1", 80), frames=1)
+
+
+# ---- real attacks on a real server -----------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    attack: hostile.AttackResult
+    load_requests: int = 0
+    load_failures: int = 0
+    failures_by_cause: dict[str, int] = field(default_factory=dict)
+    rss_growth_bytes: int = 0
+    new_log: list[str] = field(default_factory=list)
+
+
+class Attacked:
+    """A server under test with its warmed-up RSS, and a way to attack it under load."""
+
+    def __init__(self, srv: ServerProcess) -> None:
+        self.srv = srv
+        self.process = psutil.Process(srv.server_pid)
+        self.target = hostile.Target.from_url(srv.url)
+        # Warm up: the body store grows to the largest body once; TLS and load paths run.
+        load = run_load(LoadConfig(url=srv.url + BIG_BODY, requests=2, insecure=True))
+        assert load.failures == 0
+        self._load(0.5)
+        self.baseline_rss_bytes = self.process.memory_info().rss
+
+    def _load(self, duration_s: float) -> tuple[int, int, dict[str, int]]:
+        res = run_load(LoadConfig(url=self.srv.url + "/", requests=None, duration_s=duration_s,
+                                  connections=2, streams=4, insecure=True, timeout_s=30.0))
+        return res.requests, res.failures, {k: v for k, v in res.failures_by_cause.items() if v}
+
+    def run(self, attack: Callable[[hostile.Target], hostile.AttackResult]) -> Outcome:
+        log_start = len(self.srv.log_lines())
+        done = threading.Event()
+        totals: list[tuple[int, int, dict[str, int]]] = []
+        peak = [self.baseline_rss_bytes]
+
+        def load() -> None:
+            while not done.is_set():
+                totals.append(self._load(0.5))
+
+        def sample() -> None:
+            while not done.wait(0.05):
+                peak[0] = max(peak[0], self.process.memory_info().rss)
+
+        threads = [threading.Thread(target=load), threading.Thread(target=sample)]
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(0.2)  # the well-behaved client is running when the attack starts
+            result = attack(self.target)
+        finally:
+            done.set()
+            for t in threads:
+                t.join(60)
+        out = Outcome(result, sum(t[0] for t in totals), sum(t[1] for t in totals),
+                      rss_growth_bytes=peak[0] - self.baseline_rss_bytes)
+        for t in totals:
+            for k, v in t[2].items():
+                out.failures_by_cause[k] = out.failures_by_cause.get(k, 0) + v
+        # One line per attacking connection; the server logs it when it closes.
+        deadline = time.monotonic() + IDLE_TIMEOUT_S * 3
+        while time.monotonic() < deadline:
+            out.new_log = self.srv.log_lines()[log_start:]
+            if all(self.lines_for(out, port) for port in result.local_ports):
+                break
+            time.sleep(0.1)
+        return out
+
+    def lines_for(self, out: Outcome, port: int) -> list[str]:
+        return [ln for ln in out.new_log if f":{port} closed" in ln]
+
+    def check(self, out: Outcome, *words: str) -> list[str]:
+        """The common assertions; returns the attack's log lines (one per connection)."""
+        srv, res = self.srv, out.attack
+        assert srv.proc is not None and srv.proc.poll() is None, "the server died"
+        assert out.load_requests > 0, "the well-behaved client got nothing done"
+        assert out.load_failures == 0, f"{res.name}: well-behaved client failed: " \
+            f"{out.failures_by_cause}"
+        assert out.rss_growth_bytes < RSS_BOUND_BYTES, \
+            f"{res.name}: RSS grew {out.rss_growth_bytes >> 20} MiB"
+        assert not [ln for ln in out.new_log if "Traceback" in ln or "internal error" in ln], \
+            out.new_log
+        lines = []
+        for port in res.local_ports:
+            mine = self.lines_for(out, port)
+            assert len(mine) == 1, (res.name, port, out.new_log)
+            lines += mine
+        for word in words:
+            assert all(word in ln for ln in lines), (word, lines)
+        return lines
+
+
+def _start(tls: bool, *extra: str) -> Iterator[Attacked]:
+    srv = ServerProcess(ServerOptions(strategy="writev", tls=tls, body_bytes=64 << 10,
+                                      extra_args=("--idle-timeout", str(IDLE_TIMEOUT_S),
+                                                  *extra)))
+    srv.start()
+    try:
+        yield Attacked(srv)
+    finally:
+        srv.stop()
+        srv.cleanup()
+
+
+@pytest.fixture(scope="module")
+def h2c() -> Iterator[Attacked]:
+    yield from _start(False)
+
+
+@pytest.fixture(scope="module")
+def h2tls() -> Iterator[Attacked]:
+    yield from _start(True)
+
+
+@pytest.fixture(params=["h2c", "h2"])
+def server(request) -> Attacked:
+    return request.getfixturevalue("h2c" if request.param == "h2c" else "h2tls")
+
+
+# Floods refused with GOAWAY(ENHANCE_YOUR_CALM) once the guard's budget is spent. A peer
+# that reads gets the GOAWAY; one that never reads (ping, settings, reset flood) may lose it
+# to the reset its own unread flood causes, so the log says why it was closed.
+REFUSED = [
+    (hostile.ping_flood, "ping flood", False),
+    (hostile.settings_flood, "settings flood", False),
+    (hostile.settings_too_many_entries, "2000 entries", True),
+    (hostile.priority_churn, "priority churn", True),
+    (hostile.reset_flood, "reset flood", False),
+    (hostile.empty_frames_flood, "empty frames flood", False),
+    (hostile.rapid_reset, "rapid reset", True),
+    (hostile.continuation_flood, "header block over", True),
+    (lambda t: hostile.continuation_flood(t, frame_bytes=16), "CONTINUATION flood", True),
+]
+
+
+@pytest.mark.parametrize(("attack", "words", "reads"), REFUSED,
+                         ids=[w.replace(" ", "_") for _, w, _ in REFUSED])
+def test_flood_is_refused_with_enhance_your_calm_h2c(h2c, attack, words, reads):
+    out = h2c.run(attack)
+    h2c.check(out, "ENHANCE_YOUR_CALM", words)
+    res = out.attack
+    assert res.closed_by_server == 1, res
+    assert set(res.goaway_error_codes) <= {CALM}, res.goaway_error_codes
+    if reads:
+        assert res.goaway_error_code == CALM, res
+    # Bounded work: the server stopped reading long before the attacker's budget ran out.
+    assert res.duration_s < 5.0
+
+
+@pytest.mark.parametrize(("attack", "words"), [
+    (hostile.ping_flood, "ping flood"),
+    (hostile.rapid_reset, "rapid reset"),
+    (hostile.continuation_flood, "header block over"),
+    (hostile.reset_flood, "reset flood"),
+])
+def test_flood_is_refused_with_enhance_your_calm_tls(h2tls, attack, words):
+    out = h2tls.run(attack)
+    h2tls.check(out, "ENHANCE_YOUR_CALM", words)
+    assert out.attack.closed_by_server == 1
+    assert set(out.attack.goaway_error_codes) <= {CALM}
+
+
+def test_zero_length_header_names_are_a_protocol_error(server):
+    out = server.run(hostile.zero_length_headers)
+    server.check(out, "protocol error", "zero length")
+    assert out.attack.goaway_error_code == PROTOCOL
+
+
+def test_responses_never_read_are_bounded_then_timed_out(server):
+    """Internal data buffering: 2 x 100 streams of 16 MiB with open windows, never read."""
+    out = server.run(lambda t: hostile.internal_data_buffering(
+        t, hold_s=IDLE_TIMEOUT_S * 2.5))
+    server.check(out, "stalled")
+    res = out.attack
+    assert res.closed_by_server == res.connections == 2
+    # What reached the attacker is what the kernel buffers held, not 3.2 GB of bodies.
+    assert res.data_bytes_received < 64 << 20
+
+
+def test_zero_window_on_16MiB_bodies_times_out(server):
+    out = server.run(lambda t: hostile.zero_window(t, path=BIG_BODY,
+                                                   hold_s=IDLE_TIMEOUT_S * 2.5))
+    server.check(out, "stalled")
+    assert out.attack.closed_by_server == 1
+    assert out.attack.data_bytes_received == 0
+
+
+def test_slow_reader_is_served_within_a_fixed_memory_bound(server):
+    out = server.run(lambda t: hostile.slow_reader(t, path=BIG_BODY, duration_s=3.0))
+    # The slow reader makes progress: it is served, not cut off; it leaves with a reset.
+    server.check(out, "read failed")
+    res = out.attack
+    assert 0 < res.data_bytes_received < 16 << 20
+
+
+def test_data_dribble_gets_no_more_than_the_window_it_grants(h2c):
+    out = h2c.run(hostile.data_dribble)
+    h2c.check(out)
+    res = out.attack
+    assert 0 < res.data_bytes_received <= res.window_granted_bytes
+
+
+@pytest.mark.parametrize("where", ["mid-frame", "mid-record", "mid-handshake"])
+def test_abrupt_reset_is_one_log_line(h2c, h2tls, where):
+    srv = h2c if where == "mid-frame" else h2tls
+    out = srv.run(lambda t: hostile.abrupt_reset(t, where=where))
+    srv.check(out)
+
+
+def test_half_open_connections_time_out(server):
+    out = server.run(lambda t: hostile.half_open(t, connections=20,
+                                                 hold_s=IDLE_TIMEOUT_S * 3))
+    server.check(out, "idle timeout")
+    assert out.attack.closed_by_server == 20
+
+
+def test_garbage_tls_is_one_tls_error_per_connection(h2tls):
+    out = h2tls.run(hostile.garbage_tls)
+    server_lines = h2tls.check(out, "TLS error")
+    assert out.attack.closed_by_server == out.attack.connections == len(server_lines) == 5
+
+
+def test_limits_are_configurable_from_the_command_line():
+    for attacked in _start(False, "--max-continuations", "2", "--control-frames-burst", "10"):
+        out = attacked.run(lambda t: hostile.continuation_flood(t, frame_bytes=16))
+        attacked.check(out, "more than 2 CONTINUATION frames")
+        out = attacked.run(lambda t: hostile.ping_flood(t, frames=11))
+        attacked.check(out, "ping flood: over 10 at once")
+        stats = attacked.srv.stats()
+        assert stats["connections_refused"] == 2
