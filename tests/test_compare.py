@@ -116,25 +116,28 @@ def test_python_api_returns_rows_and_a_dataframe():
     assert df.set_index("strategy").loc["split", "write_syscalls_per_response"] > 4
 
 
-def _servers_started_after(t0: float) -> list[psutil.Process]:
+def _tagged_processes(tag: str) -> list[psutil.Process]:
     found = []
-    for p in psutil.process_iter(["cmdline", "create_time"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if p.info["create_time"] >= t0 - 1 and ("toolkit serve" in cmd or "strace" in cmd
-                                                 or "h2load" in cmd):
-            found.append(p)
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("WRITESHAPE_TEST_TAG") == tag and \
+                    p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except psutil.Error:
+            continue
     return found
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_compare_keeps_finished_cells_and_leaves_no_process(tmp_path, sig):
     out = tmp_path / "partial.json"
-    t0 = time.time()
+    tag = f"interrupt-{os.getpid()}-{sig}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "toolkit", "compare", "--strategies", "single,split,writev,cork",
          "--transports", "h2c", "--body-sizes", "64KiB,256KiB", "--requests", "200",
          "--counting-requests", "16", "--json", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, WRITESHAPE_TEST_TAG=tag))
     deadline = time.monotonic() + 180
     rows = 0
     while time.monotonic() < deadline and proc.poll() is None:
@@ -144,6 +147,7 @@ def test_interrupted_compare_keeps_finished_cells_and_leaves_no_process(tmp_path
                 break
         time.sleep(0.2)
     assert rows >= 2, "no cell finished"
+    assert len(_tagged_processes(tag)) >= 2  # the detector sees compare and its server
     os.kill(proc.pid, sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
@@ -152,8 +156,7 @@ def test_interrupted_compare_keeps_finished_cells_and_leaves_no_process(tmp_path
     assert len(data["results"]) >= rows
     assert all(r["failures"] == 0 for r in data["results"])
     time.sleep(0.5)
-    left = [p for p in _servers_started_after(t0) if p.is_running()
-            and p.status() != psutil.STATUS_ZOMBIE]
+    left = _tagged_processes(tag)  # servers, strace, h2load: all inherit the tag
     assert not left, [p.cmdline() for p in left]
 
 

@@ -91,6 +91,13 @@ class ServerProcess:
         self.returncode: int | None = None
 
     def start(self) -> ServerProcess:
+        try:
+            return self._start()
+        except BaseException:  # Ctrl-C while waiting for the line: no server left behind
+            self.stop()
+            raise
+
+    def _start(self) -> ServerProcess:
         argv = [*self.wrapper, *self.options.argv(), "--stats-json", self.stats_path]
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 (closed in stop)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
