@@ -175,6 +175,7 @@ class _Run:
     measured_left: int | None = None  # None: duration mode
     deadline: float | None = None
     stop_issuing: bool = False
+    last_progress_s: float = field(default_factory=time.perf_counter)
     measuring: bool = False
     in_flight: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -482,6 +483,7 @@ class _H2Client(asyncio.BufferedProtocol):
         run = self.run
         run.in_flight -= 1
         now = time.perf_counter()
+        run.last_progress_s = now
         if st.status != 200:
             run.fail("status", st.measured)
         elif st.content_length is None or st.content_length != st.received:
@@ -669,6 +671,15 @@ async def _watchdog(run: _Run) -> None:
         if run.deadline is not None and now >= run.deadline:
             run.stop_issuing = True
             run.changed.set()
+        if not run.stop_issuing and now - run.last_progress_s > 2 * run.cfg.timeout_s:
+            # Wedged: nothing completed for two timeouts (in-flight requests expire after
+            # one). Stop issuing and count what was never done as timeouts, so a run
+            # always ends with every request accounted for.
+            run.stop_issuing = True
+            for _ in range(max(run.measured_left or 0, 0)):
+                run.fail("timeout")
+            run.measured_left = 0
+            run.changed.set()
         for c in list(run.clients):
             if c.dead_cause is None:
                 c.expire(now, run.cfg.timeout_s)
@@ -724,8 +735,19 @@ def _result(run: _Run, cfg: LoadConfig, duration_s: float, target: Target) -> Lo
 
 
 def run_load(cfg: LoadConfig) -> LoadResult:
-    """Synchronous wrapper: runs :func:`run_load_async` in a fresh event loop."""
-    return asyncio.run(run_load_async(cfg))
+    """Synchronous wrapper: runs :func:`run_load_async` in a fresh event loop.
+
+    Called from inside a running loop (a Jupyter kernel, say), the fresh loop runs on a
+    worker thread, since asyncio.run refuses to nest.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run_load_async(cfg))
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="writeshape-load") as ex:
+        return ex.submit(asyncio.run, run_load_async(cfg)).result()
 
 
 # --- rendering --------------------------------------------------------------------------
