@@ -27,7 +27,6 @@ import asyncio
 import dataclasses
 import os
 import statistics
-import tempfile
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -294,35 +293,17 @@ def count_writes(options: ServerOptions, *, requests: int, connections: int,
     (SETTINGS, TLS handshake) are then shared out over responses as in the timed rounds.
     """
     from toolkit.load import LoadConfig, run_load
-    from toolkit.server_process import ServerProcess
-    from toolkit.strace_probe import count_tcp_writes, strace_wrapper
+    from toolkit.rows import counting_figures
+    from toolkit.runner import counting_run
 
-    with tempfile.TemporaryDirectory(prefix="writeshape-bench-strace-") as tmp:
-        log = os.path.join(tmp, "server.strace")
-        srv = ServerProcess(dataclasses.replace(options, port=0), wrapper=strace_wrapper(log))
-        try:
-            srv.start()
-            run_load(LoadConfig(url=f"{srv.url}/", requests=requests, connections=connections,
-                                streams=streams, insecure=True))
-        finally:
-            srv.stop()
-            srv.cleanup()
-        final = srv.final_stats
-        if final is None:
-            raise WriteshapeError(
-                f"the server under strace exited without its stats: {srv.stderr_tail()}")
-        counts = count_tcp_writes(log)
-    responses = int(final["responses"])
-    server_calls = final.get("syscalls")
-    return {
-        "write_syscalls_per_response": _per(counts.total_calls, responses),
-        "bytes_per_write_syscall": _per(counts.bytes, counts.total_calls),
-        "syscalls": {k: v / responses for k, v in counts.calls.items()} if responses else None,
-        "self_count_matches_strace": None if server_calls is None
-        else server_calls == counts.calls,
-        "counting_responses": responses,
-        "strace_unparsed_lines": counts.unparsed_lines,
-    }
+    def load(url: str) -> None:
+        run_load(LoadConfig(url=url, requests=requests, connections=connections,
+                            streams=streams, insecure=True))
+
+    figures = counting_figures(counting_run(dataclasses.replace(options, port=0), load))
+    keep = ("write_syscalls_per_response", "bytes_per_write_syscall", "syscalls",
+            "self_count_matches_strace", "counting_responses", "strace_unparsed_lines")
+    return {k: figures[k] for k in keep}
 
 
 def measure_figures(batch: Batch, *, strace: bool = True, alloc: bool = True,

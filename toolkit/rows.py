@@ -118,6 +118,21 @@ def per(total: int | float | None, count: int | None) -> float | None:
     return total / count
 
 
+def counting_figures(c: CountingSample) -> dict[str, Any]:
+    """The row fields a counting run gives, per response (compare and pytest plugin)."""
+    return {
+        "write_syscalls_per_response": per(c.write_syscalls, c.responses),
+        "bytes_per_write_syscall": per(c.write_bytes, c.write_syscalls),
+        "syscalls": {k: v / c.responses for k, v in c.syscalls.items()}
+        if c.responses else None,
+        "self_count_matches_strace": c.self_count_matches_strace,
+        "server_write_syscalls": c.server_syscalls,
+        "strace_write_syscalls": c.syscalls,
+        "counting_responses": c.responses,
+        "strace_unparsed_lines": c.unparsed_lines,
+    }
+
+
 def build_row(*, strategy: str, transport: str, body_bytes: int, driver: str,
               timing: list[TimingSample], counting: CountingSample | None,
               alloc_bytes_per_response: int | None, threads: bool = False,
@@ -165,13 +180,6 @@ def build_row(*, strategy: str, transport: str, body_bytes: int, driver: str,
         threads=threads, tls_mode=tls_mode, failures_by_cause=causes, error=error,
     )
     if counting is not None:
-        row.write_syscalls_per_response = per(counting.write_syscalls, counting.responses)
-        row.bytes_per_write_syscall = per(counting.write_bytes, counting.write_syscalls)
-        row.syscalls = {k: v / counting.responses for k, v in counting.syscalls.items()} \
-            if counting.responses else None
-        row.self_count_matches_strace = counting.self_count_matches_strace
-        row.server_write_syscalls = counting.server_syscalls
-        row.strace_write_syscalls = counting.syscalls
-        row.counting_responses = counting.responses
-        row.strace_unparsed_lines = counting.unparsed_lines
+        for name, value in counting_figures(counting).items():
+            setattr(row, name, value)
     return row

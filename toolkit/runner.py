@@ -260,33 +260,44 @@ class CellRunner:
         return sample, alloc
 
     def counting_pass(self, strategy: str, transport: str, body_bytes: int) -> CountingSample:
-        from toolkit.strace_probe import check_ptrace_allowed, count_tcp_writes, strace_wrapper
+        requests = self.cfg.strace_requests(body_bytes)
+        return counting_run(self._options(strategy, transport, body_bytes),
+                            lambda url: self._load(url, requests),
+                            server=lambda opts, wrapper: self._server(opts, wrapper))
 
-        opts = self._options(strategy, transport, body_bytes)
-        with tempfile.TemporaryDirectory(prefix="writeshape-strace-") as tmp:
-            log = os.path.join(tmp, "server.strace")
-            srv = self._server(opts, wrapper=strace_wrapper(log))
+
+def counting_run(opts: ServerOptions, load: Callable[[str], object], *,
+                 server: Callable[[ServerOptions, list[str]], ServerProcess] | None = None,
+                 ) -> CountingSample:
+    """A fresh server under strace, loaded by ``load(url)``; its TCP writes counted from
+    the log and cross-checked against the server's own final counts."""
+    from toolkit.strace_probe import check_ptrace_allowed, count_tcp_writes, strace_wrapper
+
+    make = server or (lambda o, w: ServerProcess(o, wrapper=w))
+    with tempfile.TemporaryDirectory(prefix="writeshape-strace-") as tmp:
+        log = os.path.join(tmp, "server.strace")
+        srv = make(opts, strace_wrapper(log))
+        try:
             try:
-                try:
-                    srv.start()
-                except ServerStartError as exc:
-                    check_ptrace_allowed(str(exc))  # names the fix when ptrace is refused
-                    raise
-                self._load(f"{srv.url}/", self.cfg.strace_requests(body_bytes))
-            finally:
-                srv.stop()
-                srv.cleanup()
-            final = srv.final_stats
-            if final is None:
-                raise WriteshapeError(
-                    f"server under strace exited without its stats: {srv.stderr_tail()}")
-            counts = count_tcp_writes(log)
-        server_syscalls = final.get("syscalls")
-        matches = None if server_syscalls is None else server_syscalls == counts.calls
-        return CountingSample(
-            responses=final["responses"], write_syscalls=counts.total_calls,
-            write_bytes=counts.bytes, syscalls=counts.calls, server_syscalls=server_syscalls,
-            self_count_matches_strace=matches, unparsed_lines=counts.unparsed_lines)
+                srv.start()
+            except ServerStartError as exc:
+                check_ptrace_allowed(str(exc))  # names the fix when ptrace is refused
+                raise
+            load(f"{srv.url}/")
+        finally:
+            srv.stop()
+            srv.cleanup()
+        final = srv.final_stats
+        if final is None:
+            raise WriteshapeError(
+                f"server under strace exited without its stats: {srv.stderr_tail()}")
+        counts = count_tcp_writes(log)
+    server_syscalls = final.get("syscalls")
+    matches = None if server_syscalls is None else server_syscalls == counts.calls
+    return CountingSample(
+        responses=final["responses"], write_syscalls=counts.total_calls,
+        write_bytes=counts.bytes, syscalls=counts.calls, server_syscalls=server_syscalls,
+        self_count_matches_strace=matches, unparsed_lines=counts.unparsed_lines)
 
 
 ProgressFn = Callable[[str], None]
