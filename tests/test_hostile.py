@@ -122,6 +122,15 @@ def test_guard_lets_a_steady_slow_peer_through():
     assert all(_feed(guard, [PingFrame(0)], i * 0.2) is None for i in range(1000))
 
 
+def test_guard_lets_a_long_lived_connection_send_many_requests():
+    """One-frame requests, each a new block: 50,000 of them (3 MB of headers) are fine."""
+    guard = ConnectionGuard(GuardLimits(max_header_block_bytes=1000), 0.0)
+    guard.on_receive(PREFACE, 0.0)
+    request = HeadersFrame(1, data=b"h" * 60, flags=["END_HEADERS", "END_STREAM"])
+    wire = _wire(*[request] * 1000)
+    assert all(guard.on_receive(wire, 0.0) is None for _ in range(50))
+
+
 def test_guard_counts_continuations_and_header_block_bytes():
     guard = ConnectionGuard(GuardLimits(max_continuations=3, max_header_block_bytes=1000), 0.0)
     guard.on_receive(PREFACE, 0.0)

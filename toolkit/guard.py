@@ -209,10 +209,11 @@ class ConnectionGuard:
             if length == 0 and not flags & _END_STREAM:
                 return self._spend("empty", now_s, "empty frames flood (empty DATA frames)")
         elif ftype == _HEADERS:
-            if not flags & _END_HEADERS:
-                self._block_stream = head.stream_id
-                self._block_frames = 0
-                self._block_bytes = 0
+            # Every HEADERS frame starts a new header block: its byte and CONTINUATION
+            # counts start from zero (a long-lived connection sends many blocks).
+            self._block_frames = 0
+            self._block_bytes = 0
+            self._block_stream = None if flags & _END_HEADERS else head.stream_id
             return self._header_bytes(length)
         elif ftype == _CONTINUATION:
             if self._block_stream is None:
