@@ -30,6 +30,9 @@ segment = st.one_of(
     st.binary(min_size=1, max_size=40000).map(memoryview),
 )
 flushes = st.lists(segment, min_size=0, max_size=40)
+# Many small frames: more SSL_writes in one flush than one sendmsg can gather.
+many_frames = st.integers(IOV_MAX // 2, IOV_MAX * 2).map(
+    lambda n: [b"h" * 9, memoryview(b"p" * 300)] * n)
 
 
 def _joined(segments: list) -> bytes:
@@ -63,7 +66,8 @@ def test_every_strategy_writes_the_flush_bytes_in_order(segments, name, cuts):
 
 
 @settings(max_examples=150, deadline=None)
-@given(flushes, st.sampled_from((*CLEARTEXT, "coalesce")), st.booleans())
+@given(st.one_of(flushes, many_frames), st.sampled_from((*CLEARTEXT, "coalesce")),
+       st.booleans())
 def test_every_tls_plan_ssl_writes_the_flush_bytes_in_order(segments, name, dynamic):
     strategy = make_strategy(name, tls=True, dynamic_records=dynamic)
     plaintext = bytearray()
@@ -75,6 +79,7 @@ def test_every_tls_plan_ssl_writes_the_flush_bytes_in_order(segments, name, dyna
         else:
             assert isinstance(step, CipherFlush)
             unflushed = 0
+        assert unflushed <= IOV_MAX, "a gathered flush must fit one sendmsg"
     assert bytes(plaintext) == _joined(segments)
     assert unflushed == 0, "every SSL_write must be followed by a flush"
 

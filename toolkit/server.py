@@ -307,7 +307,8 @@ class Connection:
             return
         self.last_activity_s = time.monotonic()
         if self.tls is not None:
-            plaintext = self._tls_receive(data)
+            with self.lock:  # stream threads write through the same SSL object
+                plaintext = self._tls_receive(data)
             if plaintext is None:
                 return
             data = plaintext
@@ -315,7 +316,6 @@ class Connection:
             try:
                 self._h2_receive(data)
             except Exception as exc:  # one hostile peer must not leave a half-dead loop
-                log.exception("connection %s: unexpected error", self.peer)
                 self.close(f"internal error: {exc.__class__.__name__}: {exc}")
 
     def _tls_receive(self, data: bytes) -> bytes | None:
@@ -351,6 +351,9 @@ class Connection:
             return b"".join(chunks)
         except (TlsError, ssl.SSLError) as exc:
             self.close(f"TLS error: {exc}")
+            return None
+        except OSError as exc:  # the handshake reply could not be sent: peer gone
+            self.close(f"write failed during the TLS handshake: {exc}")
             return None
 
     def _stdlib_handshake(self) -> None:
@@ -434,6 +437,8 @@ class Connection:
         resp_headers = [(b":status", str(status).encode()),
                         (b"content-length", str(len(body)).encode()),
                         (b"content-type", ctype), (b"server", b"writeshape")]
+        if method == b"HEAD":  # the length of the body, and no body (RFC 9110 9.3.2)
+            body = body[:0]
         try:
             self.h2.send_headers(sid, resp_headers, end_stream=len(body) == 0)
         except (h2.exceptions.StreamClosedError, h2.exceptions.StreamIDTooLowError):
@@ -469,7 +474,8 @@ class Connection:
             still = []
             for resp in active:
                 sid = resp.stream_id
-                if sid not in self.h2.streams:
+                stream = self.h2.streams.get(sid)
+                if stream is None or stream.closed:  # reset by the peer: nothing to send
                     self.responses.pop(sid, None)
                     continue
                 window = self.h2.local_flow_control_window(sid)
@@ -594,24 +600,39 @@ class Connection:
 
     # ---- thread per stream ----------------------------------------------------------
     def _stream_thread(self, resp: Response) -> None:
+        """Write one response from its own thread, one flush at a time.
+
+        The lock is held only to build a flush and to push the connection's current plan
+        as far as the socket takes it; waits (writability, window) happen without it, so
+        a slow reader stalls its own streams, never the event loop. Whoever holds the
+        lock continues the one current plan, so flushes never interleave on the wire.
+        """
+        sid = resp.stream_id
+        deadline = time.monotonic() + self.cfg.idle_timeout_s
         try:
-            while not self.closed and resp.remaining > 0:
+            while not self.closed and time.monotonic() < deadline:
+                blocked = window_shut = False
                 with self.lock:
-                    if resp.stream_id not in self.h2.streams:
-                        return
-                    window = self.h2.local_flow_control_window(resp.stream_id)
-                    if window > 0:
-                        segs = self.build_flush(only=resp)
-                        self.plan = self._plan(segs)
-                        deadline = time.monotonic() + self.cfg.idle_timeout_s
-                        while not self._drive():
-                            if self.closed or time.monotonic() > deadline:
-                                return
-                            self._wait_writable_blocking()
-                        continue
-                assert self.window_open is not None
-                with self.window_open:
-                    self.window_open.wait(0.05)
+                    if self.plan is not None or self.writer.busy:
+                        blocked = not self._drive()  # finish the current flush first
+                    else:
+                        stream = self.h2.streams.get(sid)
+                        if resp.remaining == 0 or stream is None or stream.closed:
+                            return  # sent, or reset by the peer
+                        if self.h2.local_flow_control_window(sid) > 0:
+                            self.plan = self._plan(self.build_flush(only=resp))
+                            deadline = time.monotonic() + self.cfg.idle_timeout_s
+                            blocked = not self._drive()
+                        else:
+                            window_shut = True
+                if blocked:
+                    self._wait_writable_blocking(0.05)
+                elif window_shut:
+                    assert self.window_open is not None
+                    with self.window_open:
+                        self.window_open.wait(0.05)
+        except h2.exceptions.StreamClosedError:
+            return  # this stream only; the connection carries on
         except (ConnectionError, OSError, ssl.SSLError, h2.exceptions.ProtocolError) as exc:
             self.loop.call_soon_threadsafe(self.close, f"stream thread: {exc}")
 
@@ -768,7 +789,9 @@ class Server:
             return 200, self.default_body, b"application/octet-stream"
         if path.startswith("/bytes/"):
             text = path[len("/bytes/"):]
-            if not text.isdigit() or int(text) > self.cfg.max_bytes_endpoint:
+            # isascii: str.isdigit() also accepts digits that int() refuses ('²').
+            if not (text.isascii() and text.isdigit()) or \
+                    int(text) > self.cfg.max_bytes_endpoint:
                 # The body store grows to the largest body asked for: this caps its RSS.
                 return 400, memoryview(
                     f"/bytes/N takes 0 <= N <= {self.cfg.max_bytes_endpoint}\n".encode()

@@ -183,9 +183,11 @@ class Chain(Strategy):
 
     def plan_tls(self, segments: Sequence[Buffer]) -> Iterator[TlsStep]:
         groups = chain_groups(segments, self.threshold_bytes)
-        for group in groups:
+        for i, group in enumerate(groups, 1):
             yield SslWrite(group)
-        if groups:
+            if i % IOV_MAX == 0:  # each SSL_write's ciphertext is one iovec
+                yield CipherFlush("sendmsg")
+        if len(groups) % IOV_MAX:
             yield CipherFlush("sendmsg")
 
 
