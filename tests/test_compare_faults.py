@@ -100,13 +100,14 @@ def test_netns_compare_counts_segments_per_strategy_and_leaves_nothing(tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = {r["strategy"]: r for r in json.loads(out.read_text())["results"]}
     assert json.loads(out.read_text())["meta"]["netns"] is True
-    # A 64 KiB body over a 1500-byte MTU needs at least 45 segments; split's NODELAY
-    # headers may add more, never fewer.
+    # A 64 KiB body over a 1500-byte MTU needs at least 45 segments (1448-byte MSS):
+    # the figures come from the server's connections inside its namespace. (Whether
+    # split adds segments there depends on autocorking under the rate limit.)
     for r in rows.values():
-        assert r["tcp_data_segments_per_response"] >= 65536 / 1448
+        assert 65536 / 1448 <= r["tcp_data_segments_per_response"] < 65536 / 500
         assert r["failures"] == 0 and r["self_count_matches_strace"] is True
-    assert rows["split"]["tcp_data_segments_per_response"] >= \
-        rows["cork"]["tcp_data_segments_per_response"]
+    for r in rows.values():  # 4 frames: a header and a payload each, MSG_MORE or not
+        assert r["write_syscalls_per_response"] >= 8
     assert _lab_namespaces() <= before
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from toolkit.errors import UsageError, WriteshapeError
+from toolkit.guard import GuardLimits as _LIMITS
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -61,19 +62,27 @@ def serve(
     max_concurrent_streams: Annotated[int, typer.Option(help="SETTINGS value")] = 100,
     max_header_list_size: Annotated[str, typer.Option(help="also caps a header block")] = "64KiB",
     idle_timeout: Annotated[float, typer.Option(help="s idle or stalled, then close")] = 120.0,
-    max_control_frames_queued: Annotated[int, typer.Option(help="unread replies")] = 1000,
-    max_control_frames_per_s: Annotated[float, typer.Option(help="PING/SETTINGS/..")] = 33.0,
-    control_frames_burst: Annotated[int, typer.Option(help="before the rate applies")] = 1000,
-    max_resets_per_s: Annotated[float, typer.Option(help="RST_STREAM rate")] = 33.0,
-    reset_burst: Annotated[int, typer.Option(help="RST_STREAM burst")] = 1000,
-    max_settings_entries: Annotated[int, typer.Option(help="per SETTINGS frame")] = 32,
-    max_continuations: Annotated[int, typer.Option(help="per header block")] = 8,
+    max_control_frames_queued: Annotated[int, typer.Option(help="unread replies")
+                      ] = _LIMITS.max_control_frames_queued,
+    max_control_frames_per_s: Annotated[float, typer.Option(help="PING/SETTINGS/..")
+                      ] = _LIMITS.max_control_frames_per_s,
+    control_frames_burst: Annotated[int, typer.Option(help="before the rate applies")
+                      ] = _LIMITS.control_frames_burst,
+    max_resets_per_s: Annotated[float, typer.Option(help="RST_STREAM rate")
+                      ] = _LIMITS.max_resets_per_s,
+    reset_burst: Annotated[int, typer.Option(help="RST_STREAM burst")
+                      ] = _LIMITS.reset_burst,
+    max_settings_entries: Annotated[int, typer.Option(help="per SETTINGS frame")
+                      ] = _LIMITS.max_settings_entries,
+    max_continuations: Annotated[int, typer.Option(help="per header block")
+                      ] = _LIMITS.max_continuations,
     max_bytes_endpoint: Annotated[str, typer.Option(help="largest GET /bytes/N")] = "1GiB",
 ) -> None:
     """Run the HTTP/2 server with a chosen DATA write strategy."""
     from toolkit.server import ServerConfig, run_server
     from toolkit.sizes import parse_size
 
+    _check_writable(stats_json)
     cfg = ServerConfig(
         strategy=strategy, tls=tls, host=host, port=port, body_bytes=parse_size(body_size),
         threads=threads, max_frame_bytes=max_frame_size, tls_mode=tls_mode,
@@ -136,6 +145,19 @@ def syscalls(
     code = run_syscalls([str(p) for p in paths], as_json=as_json, pid=pid, fd_kind=fd_kind,
                         strict=strict, console=_console())
     raise typer.Exit(code)
+
+
+def _check_writable(path: Path | None) -> None:
+    """Fail before measuring, not after the first cell, when an output cannot be written."""
+    if path is None:
+        return
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {path}: directory {parent} does not exist")
+    import os
+
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"cannot write {path}: permission denied")
 
 
 PRESETS: dict[str, dict[str, object]] = {
@@ -215,6 +237,9 @@ def compare(
     cfg.baseline, cfg.threads, cfg.tls_mode = baseline, threads, tls_mode
     cfg.netns, cfg.mtu, cfg.rate, cfg.delay_ms = netns, mtu, rate, delay_ms
     cfg.validate()
+    baseline = cfg.baseline
+    for out in (json_path, csv_path, markdown_path):
+        _check_writable(out)
 
     console = _console()
     meta = collect_meta(cfg, "writeshape " + " ".join(sys.argv[1:]))

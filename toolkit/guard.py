@@ -86,10 +86,11 @@ class GuardLimits:
     max_header_block_bytes: int = 65536
 
     def validate(self) -> None:
-        for name in ("max_control_frames_queued", "control_frames_burst", "reset_burst",
-                     "max_header_block_bytes"):
+        for name in ("max_control_frames_queued", "control_frames_burst", "reset_burst"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.max_header_block_bytes < 1:  # set from --max-header-list-size
+            raise UsageError("--max-header-list-size must be at least 1")
         for name in ("max_control_frames_per_s", "max_resets_per_s"):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{name.replace('_', '-')} must not be negative")

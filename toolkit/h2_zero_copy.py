@@ -55,11 +55,6 @@ class ZeroCopyH2Connection(h2.connection.H2Connection):
             return
         super()._prepare_for_sending(frames)
 
-    def send_data_by_reference(self, stream_id: int, payload: memoryview, end_stream: bool,
-                               out: list[Buffer]) -> None:
-        """Send one DATA frame through h2's checks and windows; append its wire segments."""
-        self._send_captured(stream_id, payload, end_stream, len(payload), out)
-
     def send_data_run(self, stream_id: int, payload: memoryview, frame_max: int,
                       end_stream: bool, out: list[Buffer]) -> None:
         """Send ``payload`` as consecutive DATA frames of at most ``frame_max`` bytes.

@@ -3,7 +3,8 @@
 - ``rss_bytes``: resident set size (psutil), what the OS sees.
 - ``live_heap_bytes``: bytes in use in the C heap (glibc ``mallinfo2``: arena + mmapped
   chunks in use). Python objects larger than 512 bytes, and every body-sized buffer, live
-  there; pymalloc arenas too. It is the analogue of Julia's live heap in the review.
+  there (pymalloc's small-object arenas are mapped directly and are not counted). It is
+  the analogue of Julia's live heap in the review.
 - ``malloc_free_bytes``: free bytes glibc keeps in its arenas instead of returning them to
   the OS: the gap between live heap and RSS that per-thread arenas open up.
 - ``tracemalloc_*``: Python allocations, only when tracing was started (else null).

@@ -17,7 +17,7 @@ class TimingSample:
     requests: int
     failures: int
     req_per_s: float
-    mbytes_per_s: float
+    mbytes_per_s: float | None
     latency_ms_p50: float | None
     latency_ms_p90: float | None
     latency_ms_p99: float | None
@@ -42,12 +42,13 @@ class CountingSample:
     """One traced counting pass: the server under strace, calls counted from its log."""
 
     responses: int
-    write_syscalls: int
+    write_syscalls: int  # all calls, EAGAIN included (what the process paid for)
     write_bytes: int
     syscalls: dict[str, int]
     server_syscalls: dict[str, int] | None
     self_count_matches_strace: bool | None
     unparsed_lines: int
+    failed_write_syscalls: int = 0  # of write_syscalls, the ones that returned -1 (EAGAIN)
     strace_log: str | None = None
 
 
@@ -122,7 +123,8 @@ def counting_figures(c: CountingSample) -> dict[str, Any]:
     """The row fields a counting run gives, per response (compare and pytest plugin)."""
     return {
         "write_syscalls_per_response": per(c.write_syscalls, c.responses),
-        "bytes_per_write_syscall": per(c.write_bytes, c.write_syscalls),
+        # Bytes per call that wrote something: EAGAIN calls cost a syscall, carry nothing.
+        "bytes_per_write_syscall": per(c.write_bytes, c.write_syscalls - c.failed_write_syscalls),
         "syscalls": {k: v / c.responses for k, v in c.syscalls.items()}
         if c.responses else None,
         "self_count_matches_strace": c.self_count_matches_strace,

@@ -82,6 +82,13 @@ class CompareConfig:
             self.driver = "h2load" if shutil.which("h2load") else "builtin"
         if not self.body_sizes:
             raise UsageError("--body-sizes is empty")
+        if min(self.body_sizes) < 1:
+            raise UsageError("--body-sizes must be at least 1 byte each")
+        if self.baseline not in self.strategies and self.baseline == "single":
+            self.baseline = self.strategies[0]  # the default follows --strategies
+        if self.baseline not in self.strategies:
+            raise UsageError(f"--baseline {self.baseline!r} is not among --strategies "
+                             f"({','.join(self.strategies)})")
         if self.repeat < 1 or self.connections < 1 or self.streams < 1:
             raise UsageError("--repeat, --connections and --streams must be at least 1")
         if self.requests is not None and self.requests < 1:
@@ -178,8 +185,9 @@ class CellRunner:
 
             h = run_h2load(url, requests=requests, connections=cfg.connections,
                            streams=cfg.streams)
-            return {"requests": h.requests, "failures": h.failures + h.errored,
-                    "req_per_s": h.req_per_s, "mbytes_per_s": h.mbytes_per_s or 0.0,
+            # h2load's "errored" is a subset of its "failed": not added twice.
+            return {"requests": h.requests, "failures": h.failures,
+                    "req_per_s": h.req_per_s, "mbytes_per_s": h.mbytes_per_s,
                     "latency_ms_p50": h.latency_ms_p50, "latency_ms_p90": h.latency_ms_p90,
                     "latency_ms_p99": h.latency_ms_p99, "latency_ms_max": h.latency_ms_max,
                     "tls_records_received": None, "failures_by_cause": {}}
@@ -235,7 +243,9 @@ class CellRunner:
                 b = b.get(k) if isinstance(b, dict) else None
             return None if a is None or b is None else b - a
 
-        tcp_conns = delta(("tcp", "connections"))
+        # tcp_info is read when a connection closes: a figure only if every connection
+        # the load closed was read (one unreadable connection would undercount).
+        tcp_ok = bool(delta(("tcp", "connections"))) and not delta(("tcp", "failed"))
         sample = TimingSample(
             requests=load["requests"], failures=load["failures"],
             req_per_s=load["req_per_s"], mbytes_per_s=load["mbytes_per_s"],
@@ -246,14 +256,14 @@ class CellRunner:
             live_heap_delta_bytes=(mem1["live_heap_bytes"] - mem0["live_heap_bytes"])
             if mem1["live_heap_bytes"] is not None else None,
             responses=responses,
-            tls_records=delta(("tls", "records")),
-            tls_record_bytes=delta(("tls", "record_bytes")),
+            # Application records only: handshakes are per connection, not per response.
+            tls_records=delta(("tls", "application_records")),
+            tls_record_bytes=delta(("tls", "application_record_bytes")),
             tls_ssl_writes=delta(("tls", "ssl_writes")),
             tls_plaintext_bytes=delta(("tls", "plaintext_bytes")),
             tls_records_received_client=load["tls_records_received"],
-            # tcp_info is read when a connection closes: no closed connection, no figure.
-            tcp_data_segments=delta(("tcp", "data_segs_out")) if tcp_conns else None,
-            tcp_bytes_sent=delta(("tcp", "bytes_sent")) if tcp_conns else None,
+            tcp_data_segments=delta(("tcp", "data_segs_out")) if tcp_ok else None,
+            tcp_bytes_sent=delta(("tcp", "bytes_sent")) if tcp_ok else None,
             server_rss_bytes_after=mem1["rss_bytes"],
             failures_by_cause=load["failures_by_cause"],
         )
@@ -297,7 +307,8 @@ def counting_run(opts: ServerOptions, load: Callable[[str], object], *,
     return CountingSample(
         responses=final["responses"], write_syscalls=counts.total_calls,
         write_bytes=counts.bytes, syscalls=counts.calls, server_syscalls=server_syscalls,
-        self_count_matches_strace=matches, unparsed_lines=counts.unparsed_lines)
+        self_count_matches_strace=matches, unparsed_lines=counts.unparsed_lines,
+        failed_write_syscalls=counts.errors)
 
 
 ProgressFn = Callable[[str], None]

@@ -84,13 +84,13 @@ class ServerConfig:
     max_concurrent_streams: int = 100
     max_header_list_bytes: int = 65536
     idle_timeout_s: float = 120.0
-    max_control_frames_queued: int = 1000
-    max_control_frames_per_s: float = 33.0
-    control_frames_burst: int = 1000
-    max_resets_per_s: float = 33.0
-    reset_burst: int = 1000
-    max_settings_entries: int = 32
-    max_continuations: int = 8
+    max_control_frames_queued: int = GuardLimits.max_control_frames_queued
+    max_control_frames_per_s: float = GuardLimits.max_control_frames_per_s
+    control_frames_burst: int = GuardLimits.control_frames_burst
+    max_resets_per_s: float = GuardLimits.max_resets_per_s
+    reset_burst: int = GuardLimits.reset_burst
+    max_settings_entries: int = GuardLimits.max_settings_entries
+    max_continuations: int = GuardLimits.max_continuations
     max_bytes_endpoint: int = MAX_BYTES_ENDPOINT
 
     @property

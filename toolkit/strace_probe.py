@@ -33,7 +33,8 @@ def is_tcp(ev: SyscallEvent) -> bool:
 
 @dataclass
 class TcpWriteCounts:
-    calls: dict[str, int]
+    calls: dict[str, int]  # every call, the ones that failed (EAGAIN) included
+    errors: int
     bytes: int
     unparsed_lines: int
     lines: int
@@ -48,8 +49,9 @@ def count_tcp_writes(log_path: str) -> TcpWriteCounts:
     summary = summarize_paths([log_path], fd_filter=is_tcp)
     calls = {name: st.calls for name, st in summary.syscalls.items()
              if name in WRITE_FAMILY and st.calls}
-    nbytes = sum(st.bytes for name, st in summary.syscalls.items() if name in WRITE_FAMILY)
-    return TcpWriteCounts(calls, nbytes, summary.unparsed, summary.lines)
+    writes = [st for name, st in summary.syscalls.items() if name in WRITE_FAMILY]
+    return TcpWriteCounts(calls, sum(st.errors for st in writes), sum(st.bytes for st in writes),
+                          summary.unparsed, summary.lines)
 
 
 def check_ptrace_allowed(stderr_text: str) -> None:
