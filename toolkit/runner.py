@@ -47,7 +47,7 @@ class CompareConfig:
     counting_requests: int | None = None  # per counting pass under strace
     connections: int = 4
     streams: int = 4
-    repeat: int = 1
+    repeat: int = 2  # two timing runs per cell by default: a median, and a spread
     # auto: h2load when installed (a C client is never the bottleneck on 2 cores, so the
     # server's cost decides the ranking), else the built-in client.
     driver: str = "auto"
