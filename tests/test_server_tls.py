@@ -91,12 +91,11 @@ def test_coalesce_allocates_under_64KiB_per_response_and_writev_one_sendmsg_per_
     assert after - before <= 4 * 2 + 1
 
 
-@pytest.mark.parametrize("strategy", TLS_STRATEGIES)
-def test_tshark_counts_exactly_the_records_the_server_and_client_report(tmp_path, strategy):
+def _capture_one_run(tmp_path, strategy: str, attempt: int):
     from tls_probe.tshark import LoopbackCapture, count_tls_records
 
     srv = ServerProcess(ServerOptions(strategy=strategy, tls=True, body_bytes=200000)).start()
-    pcap = tmp_path / "cap.pcapng"
+    pcap = tmp_path / f"cap{attempt}.pcapng"
     try:
         with LoopbackCapture(srv.port, pcap):
             load = run_load(LoadConfig(url=f"{srv.url}/", requests=20, connections=1,
@@ -106,12 +105,26 @@ def test_tshark_counts_exactly_the_records_the_server_and_client_report(tmp_path
         srv.stop()
         srv.cleanup()
     assert load.failures == 0
-    wire = count_tls_records(pcap, srv.port)
-    server_records = srv.final_stats["tls"]["records"]
-    assert wire.server_to_client.records == server_records
-    assert wire.server_to_client.record_bytes == srv.final_stats["tls"]["record_bytes"]
-    assert load.tls_records_received == server_records
-    assert wire.client_to_server.records == srv.final_stats["tls"]["received_records"]
+    return count_tls_records(pcap, srv.port), srv.final_stats["tls"], load
+
+
+@pytest.mark.parametrize("strategy", TLS_STRATEGIES)
+def test_tshark_counts_exactly_the_records_the_server_and_client_report(tmp_path, strategy):
+    # Once in a few hundred runs of the whole suite, tshark's TCP reassembly of 64 KiB
+    # loopback (GRO) frames loses a 16 KiB record while server and client agree; such a
+    # capture is taken again. A server that miscounts would mismatch every time.
+    for attempt in (1, 2):
+        wire, tls, load = _capture_one_run(tmp_path, strategy, attempt)
+        seen = (wire.server_to_client.records, tls["records"], load.tls_records_received)
+        if seen[0] == seen[1] == seen[2] or attempt == 2 or seen[1] != seen[2]:
+            break
+    sizes = {int(k): v for k, v in tls["record_sizes"].items()}
+    differ = {k: (wire.server_to_client.sizes.get(k, 0), sizes.get(k, 0))
+              for k in set(sizes) | set(wire.server_to_client.sizes)
+              if wire.server_to_client.sizes.get(k, 0) != sizes.get(k, 0)}
+    assert seen[0] == seen[1] == seen[2], f"tshark, server, client: {seen}; sizes {differ}"
+    assert wire.server_to_client.record_bytes == tls["record_bytes"]
+    assert wire.client_to_server.records == tls["received_records"]
 
 
 def _log_lines_with(srv: ServerProcess, needle: str, timeout_s: float = 5.0) -> list[str]:

@@ -285,6 +285,8 @@ def compare(
         finally:
             if os.getpid() != main_pid:  # a forked helper unwinding: leave no trace
                 os._exit(130 if interrupted else 0)
+    order = cfg.cells()
+    result.rows.sort(key=lambda row: order.index(row.key) if row.key in order else len(order))
     save()
     if result.rows:
         render_comparison(result, console, baseline=baseline)

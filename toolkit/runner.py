@@ -383,6 +383,7 @@ def _run(cfg: CompareConfig, runner: CellRunner, on_row: Callable[[ResultRow], N
     for cell in cells:  # cells that failed early still get a row that says why
         if cell in errors and not any(row.key == cell for row in rows):
             finish(cell)
+    rows.sort(key=lambda row: cells.index(row.key))  # matrix order, not finishing order
     return rows
 
 
