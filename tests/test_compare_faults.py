@@ -127,5 +127,8 @@ def test_loopback_split_sends_more_segments_than_cork():
     result = compare(strategies=["split", "cork"], transports=["h2c"], body_sizes=["64KiB"],
                      requests=300, strace=False, alloc_probe=False, driver="builtin")
     segs = {r.strategy: r.tcp_data_segments_per_response for r in result.rows}
+    for r in result.rows:  # the same bytes either way: the body and its frame headers
+        assert r.tcp_bytes_per_response is not None
+        assert 0.9 * 65536 < r.tcp_bytes_per_response < 1.1 * 65536
     # TCP_NODELAY: split's 9-byte headers leave as their own segments; MSG_MORE holds them.
     assert segs["split"] > 2 * segs["cork"], segs

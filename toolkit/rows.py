@@ -85,6 +85,7 @@ class ResultRow:
     req_per_s_min: float | None = None
     req_per_s_max: float | None = None
     tls_ssl_writes_per_response: float | None = None
+    tcp_bytes_per_response: float | None = None  # tcpi_bytes_sent: payload incl. TLS
     tls_records_received_per_response: float | None = None
     server_write_syscalls: dict[str, int] | None = None
     strace_write_syscalls: dict[str, int] | None = None
@@ -178,6 +179,7 @@ def build_row(*, strategy: str, transport: str, body_bytes: int, driver: str,
         driver=driver, repeat=len(timing),
         req_per_s_min=min(rps) if rps else None, req_per_s_max=max(rps) if rps else None,
         tls_ssl_writes_per_response=med_per_response("tls_ssl_writes"),
+        tcp_bytes_per_response=med_per_response("tcp_bytes_sent"),
         tls_records_received_per_response=med_per_response("tls_records_received_client"),
         threads=threads, tls_mode=tls_mode, failures_by_cause=causes, error=error,
     )
