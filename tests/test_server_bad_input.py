@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 
 import h2.config
 import h2.connection
@@ -43,16 +42,6 @@ def _still_serves(srv) -> None:
     assert resp.status == 200 and resp.body == expected_chunk(0, 70000)
 
 
-def _wait_for_log(srv, needle: str, timeout_s: float = 5.0) -> list[str]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        lines = [ln for ln in srv.log_lines() if needle in ln]
-        if lines:
-            return lines
-        time.sleep(0.05)
-    return []
-
-
 @pytest.mark.parametrize("strategy", ["single", "split", "writev"])
 def test_garbage_instead_of_preface_gets_goaway(start_server, strategy):
     srv = start_server(strategy=strategy, body_bytes=1000)
@@ -61,7 +50,7 @@ def test_garbage_instead_of_preface_gets_goaway(start_server, strategy):
         data = _read_all(sock)
     goaways = [f for f in _frames(data) if isinstance(f, GoAwayFrame)]
     assert goaways and goaways[0].error_code == 1  # PROTOCOL_ERROR
-    lines = _wait_for_log(srv, "protocol error")
+    lines = srv.wait_for_log("protocol error")
     assert len(lines) == 1, srv.log_lines()
     _still_serves(srv)
 
@@ -76,7 +65,7 @@ def test_invalid_frame_gets_goaway(start_server):
         data = _read_all(sock)
     goaways = [f for f in _frames(data) if isinstance(f, GoAwayFrame)]
     assert goaways and goaways[-1].error_code == 1
-    assert len(_wait_for_log(srv, "protocol error")) == 1
+    assert len(srv.wait_for_log("protocol error")) == 1
     _still_serves(srv)
 
 
@@ -98,7 +87,7 @@ def test_client_closing_mid_response_is_a_clean_close(start_server, strategy):
     # Reset the connection with 16 MiB still to send.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     sock.close()
-    lines = _wait_for_log(srv, "closed")
+    lines = srv.wait_for_log("closed")
     assert len(lines) == 1, srv.log_lines()
     _still_serves(srv)
     assert srv.proc.poll() is None

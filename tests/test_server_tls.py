@@ -127,16 +127,6 @@ def test_tshark_counts_exactly_the_records_the_server_and_client_report(tmp_path
     assert wire.client_to_server.records == tls["received_records"]
 
 
-def _log_lines_with(srv: ServerProcess, needle: str, timeout_s: float = 5.0) -> list[str]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        lines = [ln for ln in srv.log_lines() if needle in ln]
-        if lines:
-            return lines
-        time.sleep(0.05)
-    return []
-
-
 def test_garbage_cut_handshake_and_mid_record_close(start_server):
     import ssl
 
@@ -150,7 +140,7 @@ def test_garbage_cut_handshake_and_mid_record_close(start_server):
                 pass
         except (ConnectionResetError, TimeoutError):
             pass
-    assert len(_log_lines_with(srv, "TLS error")) == 1
+    assert len(srv.wait_for_log("TLS error")) == 1
     # 2. A handshake cut off: the first bytes of a real ClientHello, then close.
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE

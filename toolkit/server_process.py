@@ -147,6 +147,15 @@ class ServerProcess:
             return ""
         return " | ".join(lines[-n:])
 
+    def wait_for_log(self, needle: str, timeout_s: float = 5.0) -> list[str]:
+        """The server's log lines that contain ``needle``, once there is one (or [])."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            lines = [ln for ln in self.log_lines() if needle in ln]
+            if lines or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.05)
+
     def log_lines(self) -> list[str]:
         with open(self.stderr_path, errors="replace") as fh:
             return [ln.rstrip("\n") for ln in fh]
