@@ -2,14 +2,13 @@
 
 writev must be at least as fast as single (it skips a 1 MiB copy per response), and at
 least half as fast as nghttpd (C, nghttp2) serving the same bytes. Targets run
-interleaved, round after round, and medians are compared, so drift on a shared machine
-hits all of them alike.
+interleaved, round after round, and the best round of each is compared, so drift on a
+shared machine hits all of them alike.
 """
 
 from __future__ import annotations
 
 import shutil
-import statistics
 import subprocess
 import time
 
@@ -72,14 +71,16 @@ def test_writev_vs_single_vs_nghttpd(benchmark, nghttpd_url):
         for p in servers.values():
             p.stop()
             p.cleanup()
-    med = {k: statistics.median(v) for k, v in mbps.items()}
-    benchmark.extra_info.update({f"mbytes_per_s_{k}": round(v, 1) for k, v in med.items()})
-    writev_vs_single = med["writev"] / med["single"]
-    writev_vs_nghttpd = med["writev"] / med["nghttpd"]
+    # Best of the rounds: noise from a shared machine only ever slows a run down, so the
+    # fastest round is the best estimate of what each server can do (as timeit's min).
+    best = {k: max(v) for k, v in mbps.items()}
+    benchmark.extra_info.update({f"mbytes_per_s_{k}": round(v, 1) for k, v in best.items()})
+    writev_vs_single = best["writev"] / best["single"]
+    writev_vs_nghttpd = best["writev"] / best["nghttpd"]
     benchmark.extra_info["writev_vs_single"] = round(writev_vs_single, 3)
     benchmark.extra_info["writev_vs_nghttpd"] = round(writev_vs_nghttpd, 3)
-    print(f"\nmedian MB/s {med}; writev/single {writev_vs_single:.2f}, "
+    print(f"\nbest MB/s {best}; writev/single {writev_vs_single:.2f}, "
           f"writev/nghttpd {writev_vs_nghttpd:.2f}")
     # 5% tolerance for a machine shared with other jobs; the exact ratio is in extra_info.
-    assert writev_vs_single >= 0.95, med
-    assert writev_vs_nghttpd >= 0.5, med
+    assert writev_vs_single >= 0.95, best
+    assert writev_vs_nghttpd >= 0.5, best
