@@ -132,3 +132,32 @@ def test_loopback_split_sends_more_segments_than_cork():
         assert 0.9 * 65536 < r.tcp_bytes_per_response < 1.1 * 65536
     # TCP_NODELAY: split's 9-byte headers leave as their own segments; MSG_MORE holds them.
     assert segs["split"] > 2 * segs["cork"], segs
+
+
+def test_a_runner_killed_with_sigkill_leaves_no_server(tmp_path):
+    """SIGKILL cannot be handled: the server asked the kernel for SIGTERM when its parent
+    dies (PR_SET_PDEATHSIG), and exits on it."""
+    script = tmp_path / "runner.py"
+    script.write_text(
+        "import time\n"
+        "from toolkit.server_process import ServerOptions, ServerProcess\n"
+        "s = ServerProcess(ServerOptions(strategy='single', body_bytes=10)).start()\n"
+        "print(s.server_pid, flush=True)\n"
+        "time.sleep(120)\n")
+    runner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert runner.stdout is not None
+    server_pid = int(runner.stdout.readline())
+    assert psutil.pid_exists(server_pid)
+    runner.kill()
+    runner.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(server_pid, signal.SIGKILL)
+        raise AssertionError("the server outlived its killed runner")

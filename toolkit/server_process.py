@@ -31,6 +31,31 @@ class ServerStartError(WriteshapeError):
     pass
 
 
+_PR_SET_PDEATHSIG = 1
+_libc: Any = None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the process that started it dies, so a
+    killed runner (even by SIGKILL) leaves no server behind (its own session keeps it
+    out of the terminal's Ctrl-C, which the runner handles)."""
+    if _libc is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _load_libc() -> Any:
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+_libc = _load_libc()
+
+
 def _fetch_once(url: str, path: str) -> Any:
     with H2Fetcher(url) as f:
         return f.get(path)
@@ -103,7 +128,8 @@ class ServerProcess:
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 (closed in stop)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = self._popen(argv, stdout=subprocess.PIPE, stderr=self._stderr,
-                                start_new_session=True, env=env)
+                                start_new_session=True, env=env,
+                                preexec_fn=_die_with_parent)
         assert self.proc is not None and self.proc.stdout is not None
         deadline = time.monotonic() + self.start_timeout_s
         line = b""
