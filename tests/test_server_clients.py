@@ -88,3 +88,16 @@ def test_port_in_use_is_a_clear_error(start_server):
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode != 0
     assert "cannot listen" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_load_to_a_port_nobody_listens_on_is_one_line():
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run(["writeshape", "load", f"http://127.0.0.1:{port}/", "--requests", "3"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no request reached" in lines[0], proc.stderr

@@ -119,7 +119,13 @@ def load(
         requests = 1000
     cfg = LoadConfig(url=url, requests=requests, duration_s=duration, connections=connections,
                      streams=streams, warmup_requests=warmup, insecure=insecure)
+    _check_writable(json_path)
     result = run_load(cfg)
+    if result.requests == 0 and set(result.failures_by_cause) <= {"connect", "tls"} \
+            and result.failures:
+        cause = "TLS handshake" if result.failures_by_cause.get("tls") else "connection"
+        raise WriteshapeError(f"no request reached {url}: {cause} failed "
+                              "(is the server running, and is the scheme right?)")
     if json_path is not None:
         import json
 
