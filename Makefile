@@ -3,7 +3,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEB_PKGS := strace nghttp2-client nghttp2-server tshark curl openssl iproute2
+DEB_PKGS := strace nghttp2-client nghttp2-server tshark curl openssl iproute2 python3-venv
 STAMP := $(VENV)/.installed
 
 .PHONY: setup compare test lint clean
