@@ -7,10 +7,6 @@ frame (16384) or record boundaries: a payload sent at the wrong offset is caught
 PATTERN_PERIOD = 251
 
 
-def pattern_byte(offset: int) -> int:
-    return offset % PATTERN_PERIOD
-
-
 class BodyStore:
     """One immutable buffer, grown on demand; every body is a zero-copy view of its prefix."""
 

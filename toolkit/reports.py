@@ -11,7 +11,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import UsageError
@@ -82,6 +82,27 @@ def ratio(value: Any, base: Any) -> float | None:
     return float(value) / float(base)
 
 
+def _formatted(rows: Sequence[ResultRow], baseline: str,
+               columns: Sequence[tuple[str, str, str, bool]],
+               ) -> Iterator[tuple[ResultRow, list[tuple[str, float | None]]]]:
+    """Rows in reading order (by transport and body, the baseline first), each with its
+    columns as (text, ratio to the baseline's cell or None): the one formatting both
+    the terminal table and the Markdown use."""
+    strategies = {r.strategy for r in rows}
+    if rows and baseline not in strategies:
+        baseline = rows[0].strategy  # ratios against something that was measured
+    ordered = sorted(rows, key=lambda r: (r.transport, r.body_bytes,
+                                          r.strategy != baseline, r.strategy))
+    for row in ordered:
+        base = baseline_for(rows, row, baseline)
+        cells = []
+        for field, _, fmt, with_ratio in columns:
+            value = getattr(row, field)
+            r = ratio(value, getattr(base, field)) if with_ratio and base is not None else None
+            cells.append((_fmt(value, fmt, field), r))
+        yield row, cells
+
+
 def comparison_table(rows: Sequence[ResultRow], *, baseline: str = "single",
                      title: str | None = None,
                      columns: Sequence[tuple[str, str, str, bool]] = SPEED_COLUMNS,
@@ -99,21 +120,16 @@ def comparison_table(rows: Sequence[ResultRow], *, baseline: str = "single",
             table.add_column("×", justify="right", style="cyan")
     if with_failures:
         table.add_column("fail", justify="right")
-    ordered = sorted(rows, key=lambda r: (r.transport, r.body_bytes,
-                                          r.strategy != baseline, r.strategy))
     last_group = None
-    for row in ordered:
+    for row, formatted in _formatted(rows, baseline, columns):
         group = (row.transport, row.body_bytes)
         if last_group is not None and group != last_group:
             table.add_section()
         last_group = group
-        base = baseline_for(rows, row, baseline)
         cells = [row.transport, format_size(row.body_bytes), row.strategy]
-        for field, _, fmt, with_ratio in columns:
-            value = getattr(row, field)
-            cells.append(_fmt(value, fmt, field))
+        for (text, r), (_, _, _, with_ratio) in zip(formatted, columns, strict=True):
+            cells.append(text)
             if with_ratio:
-                r = ratio(value, getattr(base, field)) if base is not None else None
                 cells.append("—" if r is None else f"{r:.2f}")
         if with_failures:
             cells.append(str(row.failures) + (" +error" if row.error else ""))
@@ -122,9 +138,8 @@ def comparison_table(rows: Sequence[ResultRow], *, baseline: str = "single",
 
 
 def render_comparison(result: CompareResult, console: Console, *, baseline: str = "single") -> None:
-    strategies = [r.strategy for r in result.rows]
-    if strategies and baseline not in strategies:
-        baseline = strategies[0]  # ratios against something that was measured
+    if result.rows and baseline not in {r.strategy for r in result.rows}:
+        baseline = result.rows[0].strategy  # as _formatted does, for the legend below
     meta = result.meta
     title = (f"writeshape compare — driver {meta.get('driver')}, "
              f"{meta.get('connections')}×{meta.get('streams')} streams, "
@@ -195,18 +210,10 @@ def _flatten(d: dict[str, Any]) -> dict[str, Any]:
 def results_markdown(result: CompareResult, *, baseline: str = "single") -> str:
     heads = ["transport", "body", "strategy"] + [h for _, h, _, _ in COLUMNS] + ["failures"]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-    rows = sorted(result.rows, key=lambda r: (r.transport, r.body_bytes,
-                                              r.strategy != baseline, r.strategy))
-    for row in rows:
-        base = baseline_for(result.rows, row, baseline)
+    for row, formatted in _formatted(result.rows, baseline, COLUMNS):
         cells = [row.transport, format_size(row.body_bytes), row.strategy]
-        for field, _, fmt, with_ratio in COLUMNS:
-            value = getattr(row, field)
-            text = _fmt(value, fmt, field)
-            r = ratio(value, getattr(base, field)) if with_ratio and base is not None else None
-            if r is not None and row.strategy != baseline:
-                text += f" ({r:.2f}×)"
-            cells.append(text)
+        cells += [text if r is None or row.strategy == baseline else f"{text} ({r:.2f}×)"
+                  for text, r in formatted]
         cells.append(str(row.failures))
         lines.append("| " + " | ".join(cells) + " |")
     meta = result.meta

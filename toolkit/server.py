@@ -189,7 +189,6 @@ class Response:
     stream_id: int
     body: memoryview
     offset: int = 0
-    started_s: float = 0.0
 
     @property
     def remaining(self) -> int:
@@ -448,7 +447,7 @@ class Connection:
         if len(body) == 0:
             self.server.stats.responses += 1
             return
-        resp = Response(sid, body, started_s=time.monotonic())
+        resp = Response(sid, body)
         if self.cfg.threads:
             threading.Thread(target=self._stream_thread, args=(resp,), daemon=True,
                              name=f"stream-{sid}").start()
