@@ -81,6 +81,8 @@ def test_the_review_question_is_answered(review_json):
     assert 1.7 < split["tls_records_per_response"] / single["tls_records_per_response"] < 2.3
     assert split["tls_record_bytes_mean"] < single["tls_record_bytes_mean"] / 1.7
     assert _row(data, "single", "h2c")["tls_records_per_response"] is None  # not measured
+    # The timing runs were probe-free: the records come from the counting run.
+    assert data["meta"]["tls_records_from"] == "counting"
     for row in data["results"]:
         assert row["tcp_data_segments_per_response"] > 0
 
@@ -177,3 +179,26 @@ def test_missing_strace_is_named(tmp_path):
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 2
     assert "strace not found" in proc.stderr and "apt-get install strace" in proc.stderr
+
+
+def test_timing_runs_are_probe_free_and_records_still_come_without_strace():
+    """With strace the TLS timing servers run `--no-tls-probe` and the counting run gives
+    the records; with --no-strace the timing runs count them. Same figures either way."""
+    from toolkit.runner import compare
+
+    rows = {}
+    for strace in (True, False):
+        res = compare(["split"], ["h2"], ["256KiB"], requests=40, counting_requests=8,
+                      repeat=1, driver="builtin", strace=strace, alloc_probe=False)
+        assert res.meta["tls_records_from"] == ("counting" if strace else "timing")
+        rows[strace] = res.rows[0]
+    for row in rows.values():
+        assert row.error is None and row.failures == 0
+        # 16 DATA frames per 256 KiB: a 31-byte record per header plus one per payload.
+        assert row.tls_records_per_response is not None
+        assert 28 < row.tls_records_per_response < 35  # control responses are in the count
+        # What the client received in the timing runs: about the same records per response
+        # (the counting run's few responses carry more of the connection's control frames).
+        received = row.tls_records_received_per_response
+        assert received is not None
+        assert abs(received - row.tls_records_per_response) < 0.1 * received

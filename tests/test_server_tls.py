@@ -7,6 +7,7 @@ import math
 import re
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -171,3 +172,36 @@ def test_garbage_cut_handshake_and_mid_record_close(start_server):
     assert srv.proc.poll() is None
     # One line per bad connection, no tracebacks.
     assert not [ln for ln in srv.log_lines() if "Traceback" in ln]
+
+
+@pytest.mark.parametrize("strategy", ["split", "coalesce"])
+def test_no_tls_probe_serves_the_same_bytes_and_reports_nothing_it_did_not_count(
+        start_server, strategy):
+    """`--no-tls-probe`: the baseline of the probe's overhead benchmark. Same memory BIOs,
+    same SSL_writes and socket calls; the TLS figures are null, never invented."""
+    received = {}
+    for probe in (False, True):
+        srv = start_server(strategy=strategy, tls=True, tls_probe=probe, body_bytes=MIB)
+        res = run_load(LoadConfig(url=f"{srv.url}/", requests=8, connections=2, streams=2,
+                                  insecure=True, verify_body=True))
+        assert res.failures == 0 and res.requests == 8
+        received[probe] = res.tls_records_received
+        stats = srv.stats()
+        assert stats["tls_mode"] == "membio" and stats["tls_probe"] is probe
+        assert stats["send_calls"]["send"] + stats["send_calls"]["sendmsg"] > 0
+        if probe:
+            assert stats["tls"]["records"] > 8 * FRAMES_PER_MIB
+        else:
+            assert stats["tls"] == {"records": None, "record_bytes": None, "ssl_writes": None}
+    # Same records on the wire with or without the probe (the client counts them).
+    assert received[False] is not None and received[True] is not None
+    assert abs(received[False] - received[True]) <= 0.01 * received[True], received
+
+
+def test_no_tls_probe_needs_membio_tls():
+    for extra in ([], ["--tls", "--tls-mode", "stdlib"]):
+        proc = subprocess.run([sys.executable, "-m", "toolkit", "serve", "--port", "0",
+                               "--no-tls-probe", *extra],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().count("\n") == 0 and "--no-tls-probe" in proc.stderr

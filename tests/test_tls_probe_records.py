@@ -286,6 +286,68 @@ def test_counter_fast_path_matches_parsed_totals() -> None:
     assert counter.bytes_fed == counter.record_bytes == 55 + 31 + 7 * 16406
 
 
+def test_alternating_flush_shapes_all_take_the_fast_path() -> None:
+    """split over TLS: a 31-byte record (frame header), then a 16 KiB one, alternating."""
+    counter = RecordCounter()
+    counter.mark_application_phase(0)
+    small, big = rec(APPLICATION_DATA, 26), rec(APPLICATION_DATA, 16401)
+    for _ in range(100):
+        counter.feed(small)
+        counter.feed(big)
+    assert set(counter.shapes) == {31, 16406}
+    assert sum(s.hits for s in counter.shapes.values()) == 198  # only the first two parsed
+    assert counter.sizes == {31: 100, 16406: 100}
+    assert counter.chunks == 200 and counter.bytes_fed == 100 * (31 + 16406)
+
+
+def test_a_chunk_that_starts_mid_record_never_matches_a_shape() -> None:
+    counter = RecordCounter()
+    counter.mark_application_phase(0)
+    plain = rec(APPLICATION_DATA, 95)
+    one = plain[:50] + plain[:5] + plain[55:]  # 100 bytes; its header repeats at offset 50
+    counter.feed(one)
+    assert 100 in counter.shapes
+    counter.feed(one[:50])  # ends mid-record: shapes no longer apply
+    assert not counter.shapes
+    tricky = one[50:] + one[:50]  # 100 bytes, a header at 0, but inside a record
+    assert tricky[:5] == one[:5]
+    counter.feed(tricky)
+    counter.feed(one[50:])
+    assert counter.records == 3 and counter.record_bytes == counter.bytes_fed == 300
+
+
+@HYPOTHESIS
+@given(
+    shapes=st.lists(st.lists(st.integers(0, 300), min_size=1, max_size=3), min_size=1,
+                    max_size=5),
+    picks=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 2)), max_size=60),
+)
+def test_fast_path_counts_equal_a_full_parse_for_any_sequence_of_flushes(
+    shapes: list[list[int]], picks: list[tuple[int, int]]
+) -> None:
+    # Flushes drawn from a few shapes (as a server's are), sometimes cut in two: the
+    # counter's totals must equal a plain parse of the same stream, whatever hits.
+    flushes = [b"".join(rec(APPLICATION_DATA, n) for n in shape) for shape in shapes]
+    counter = RecordCounter()
+    counter.mark_application_phase(0)
+    stream = b""
+    for which, cut in picks:
+        flush = flushes[which % len(flushes)]
+        parts = [flush] if cut == 0 else [flush[: len(flush) // (cut + 1)],
+                                           flush[len(flush) // (cut + 1):]]
+        for part in parts:
+            counter.feed(part)
+            stream += part
+    expected = reference_records(stream)
+    assert counter.records == len(expected)
+    assert counter.bytes_fed == len(stream) == counter.record_bytes
+    sizes: dict[int, int] = {}
+    for r in expected:
+        sizes[r.wire_bytes] = sizes.get(r.wire_bytes, 0) + 1
+    assert counter.sizes == sizes
+    assert not counter.in_record
+
+
 def test_mark_at_an_earlier_offset_reclassifies_records_already_counted() -> None:
     # A client's BIO may hold bytes OpenSSL has not consumed when its handshake completes.
     counter = RecordCounter()

@@ -275,13 +275,14 @@ class InstrumentedTLS(MemoryBioTLS):
     tickets on the server; on a client those tickets arrive later and count as
     application-phase records)."""
 
-    __slots__ = ("_writes_and_bytes", "received", "sent")
+    __slots__ = ("_sent_shapes_get", "_writes_and_bytes", "received", "sent")
 
     def __init__(
         self, ctx: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None
     ) -> None:
         super().__init__(ctx, server_side=server_side, server_hostname=server_hostname)
         self.sent = RecordCounter()
+        self._sent_shapes_get = self.sent.shapes.get  # the dict is kept, never replaced
         self.received = RecordCounter()
         self._writes_and_bytes = 0
 
@@ -300,13 +301,13 @@ class InstrumentedTLS(MemoryBioTLS):
 
     def take_ciphertext(self) -> bytes:
         data = self._out.read()
-        sent = self.sent
         # RecordCounter.feed's fast path, inlined (the hot path of a server): a flush shaped
-        # like the previous one costs a length check, one itemgetter call and an increment.
-        if len(data) == sent._shape_bytes and sent._shape_headers_of(data) == sent._shape_headers:
-            sent._shape_hits += 1
+        # like an earlier one costs a dict lookup, one itemgetter call and an increment.
+        shape = self._sent_shapes_get(len(data))
+        if shape is not None and shape.headers_of(data) == shape.headers:
+            shape.hits += 1
         elif data:
-            sent.feed(data)
+            self.sent.feed(data)
         return data
 
     def _handshake_completed(self) -> None:

@@ -37,8 +37,10 @@ MAX_PAYLOAD_BYTES = 16384 + 2048
 Buffer = bytes | bytearray | memoryview
 # Records kept individually until the phase boundary is known (see RecordCounter).
 _MAX_UNCLASSIFIED = 1024
-# Largest flush (in records) whose shape RecordCounter remembers for its fast path.
+# Largest flush (in records) whose shape RecordCounter remembers for its fast path, and
+# how many shapes it keeps (a server's flushes come in a few sizes; see RecordCounter).
 _MAX_SHAPE_RECORDS = 256
+_MAX_SHAPES = 64
 
 
 class RecordLayerError(WriteshapeError, ValueError):
@@ -213,8 +215,19 @@ def _same_headers(data: Buffer, pos: int, wire: int, k: int) -> bool:
     return True
 
 
-def _no_headers(chunk: Buffer) -> object:
-    return None
+class FlushShape:
+    """The records of one remembered flush: a later chunk of `len` bytes whose header bytes
+    (`headers_of(chunk)`, one C-level itemgetter call) equal `headers` has the same records."""
+
+    __slots__ = ("headers", "headers_of", "hits", "tally", "wire_bytes")
+
+    def __init__(self, headers_of: Callable[[Buffer], object], headers: object,
+                 tally: list[tuple[tuple[int, int], int]], wire_bytes: int) -> None:
+        self.headers_of = headers_of
+        self.headers = headers
+        self.tally = tally  # its records by (content type, wire bytes)
+        self.wire_bytes = wire_bytes
+        self.hits = 0  # chunks of this shape seen since the last fold
 
 
 class RecordCounter:
@@ -225,11 +238,11 @@ class RecordCounter:
     record is in the handshake phase.
 
     The sending side of tls_probe.bio feeds one chunk per flush, and a server's flushes
-    repeat: the same records, in the same sizes, flush after flush. The counter remembers
-    the shape of the last flush (its length and the offsets of its record headers); a
-    chunk of that length whose headers are the same bytes has the same records, which
-    one C-level `itemgetter` call and a comparison establish (the `_shape_*` fast path,
-    folded into the totals when they are read).
+    repeat: the same few shapes (a 31-byte record for a frame header, a 16 KiB record, a
+    whole 1 MiB flush), flush after flush, often alternating. The counter remembers up to
+    `_MAX_SHAPES` of them by length (`shapes`); a chunk whose length is known and whose
+    header bytes match has the same records, which a dict lookup, one itemgetter call
+    and a comparison establish. Hits are folded into the totals when those are read.
     """
 
     __slots__ = (
@@ -239,13 +252,9 @@ class RecordCounter:
         "_handshake_records",
         "_offset",
         "_parser",
-        "_shape_bytes",
-        "_shape_headers",
-        "_shape_headers_of",
-        "_shape_hits",
-        "_shape_tally",
         "_unclassified",
         "chunks",
+        "shapes",
     )
 
     def __init__(self) -> None:
@@ -256,23 +265,20 @@ class RecordCounter:
         self._handshake_records = 0
         self._handshake_bytes = 0
         self._unclassified: list[tuple[int, int]] = []  # (start, wire bytes) before the mark
-        # Fast path: application-phase chunks shaped like the last whole-record chunk.
-        self._shape_bytes = -1  # its length (-1: no shape)
-        self._shape_headers_of: Callable[[Buffer], object] = _no_headers
-        self._shape_headers: object = None  # its header bytes, as _shape_headers_of gives them
-        self._shape_tally: list[tuple[tuple[int, int], int]] = []  # its records by key
-        self._shape_hits = 0  # later chunks of the same shape, not yet folded
+        # Fast path (application phase, between records only): chunk length -> its shape.
+        self.shapes: dict[int, FlushShape] = {}
         self.chunks = 0  # non-empty chunks fed (a flush on the sending side)
 
     # -- feeding ---------------------------------------------------------------------------
 
     def feed(self, chunk: Buffer) -> None:
-        if len(chunk) == self._shape_bytes and self._shape_headers_of(chunk) == self._shape_headers:
-            self._shape_hits += 1
+        shape = self.shapes.get(len(chunk))
+        if shape is not None and shape.headers_of(chunk) == shape.headers:
+            shape.hits += 1
             return
         if not len(chunk):
             return
-        self._fold_shape()
+        self._fold_shapes()
         self.chunks += 1
         parser = self._parser
         shape_ok = (
@@ -285,7 +291,10 @@ class RecordCounter:
         runs = parser.feed_runs(chunk)
         for record, count in runs:
             self._add(record.content_type, record.wire_bytes, count)
-        if shape_ok and not parser.in_record and parser.error is None:
+        if parser.in_record or parser.error is not None:
+            # Shapes assume that a chunk starts at a record header: not the next one.
+            self.shapes.clear()
+        elif shape_ok:
             self._remember_shape(chunk, start, runs)
 
     def _remember_shape(self, chunk: Buffer, start: int, runs: list[tuple[Record, int]]) -> None:
@@ -304,28 +313,23 @@ class RecordCounter:
         getter = operator.itemgetter(*slices)
         headers = getter(chunk)
         # Keep bytes, not views: a view would pin the caller's buffer.
-        self._shape_headers = (
-            tuple(bytes(h) for h in headers) if isinstance(headers, tuple) else bytes(headers)
-        )
-        self._shape_headers_of = getter
-        self._shape_bytes = len(chunk)
-        self._shape_tally = list(tally.items())
-        self._shape_hits = 0
+        headers = tuple(bytes(h) for h in headers) if isinstance(headers, tuple) else bytes(headers)
+        if len(self.shapes) >= _MAX_SHAPES:
+            self.shapes.clear()  # hits were folded by feed; an odd workload relearns
+        self.shapes[len(chunk)] = FlushShape(getter, headers, list(tally.items()), len(chunk))
 
-    def _fold_shape(self) -> None:
-        hits = self._shape_hits
-        if hits:
-            # Every hit started after the boundary: all application-phase records.
-            for key, count in self._shape_tally:
-                self._by_key[key] = self._by_key.get(key, 0) + count * hits
-            fed = self._shape_bytes * hits
-            self._offset += fed
-            self._parser.bytes_fed += fed
-            self.chunks += hits
-            self._shape_hits = 0
-        self._shape_bytes = -1
-        self._shape_headers = None
-        self._shape_headers_of = _no_headers
+    def _fold_shapes(self) -> None:
+        for shape in self.shapes.values():
+            hits = shape.hits
+            if hits:
+                # Every hit started after the boundary: all application-phase records.
+                for key, count in shape.tally:
+                    self._by_key[key] = self._by_key.get(key, 0) + count * hits
+                fed = shape.wire_bytes * hits
+                self._offset += fed
+                self._parser.bytes_fed += fed
+                self.chunks += hits
+                shape.hits = 0
 
     def _add(self, content_type: int, wire: int, count: int) -> None:
         key = (content_type, wire)
@@ -352,7 +356,7 @@ class RecordCounter:
         application-phase records. Only the first call counts."""
         if self._boundary is not None:
             return
-        self._fold_shape()
+        self._fold_shapes()
         boundary = self.bytes_fed if at_offset is None else max(0, at_offset)
         self._boundary = boundary
         for start, wire in self._unclassified:
@@ -365,7 +369,7 @@ class RecordCounter:
 
     @property
     def parser(self) -> RecordParser:
-        self._fold_shape()
+        self._fold_shapes()
         return self._parser
 
     @property
@@ -378,18 +382,18 @@ class RecordCounter:
 
     @property
     def records(self) -> int:
-        self._fold_shape()
+        self._fold_shapes()
         return sum(self._by_key.values())
 
     @property
     def record_bytes(self) -> int:
         """Wire bytes of complete records, 5-byte headers included."""
-        self._fold_shape()
+        self._fold_shapes()
         return sum(wire * count for (_, wire), count in self._by_key.items())
 
     @property
     def by_type(self) -> dict[int, int]:
-        self._fold_shape()
+        self._fold_shapes()
         out: dict[int, int] = {}
         for (ctype, _), count in self._by_key.items():
             out[ctype] = out.get(ctype, 0) + count
@@ -398,7 +402,7 @@ class RecordCounter:
     @property
     def sizes(self) -> dict[int, int]:
         """Histogram of record wire sizes: size -> records (at most 18,437 distinct keys)."""
-        self._fold_shape()
+        self._fold_shapes()
         out: dict[int, int] = {}
         for (_, wire), count in self._by_key.items():
             out[wire] = out.get(wire, 0) + count
@@ -406,17 +410,17 @@ class RecordCounter:
 
     @property
     def by_type_and_size(self) -> dict[tuple[int, int], int]:
-        self._fold_shape()
+        self._fold_shapes()
         return dict(self._by_key)
 
     @property
     def handshake_records(self) -> int:
-        self._fold_shape()
+        self._fold_shapes()
         return self._handshake_records + len(self._unclassified)
 
     @property
     def handshake_record_bytes(self) -> int:
-        self._fold_shape()
+        self._fold_shapes()
         return self._handshake_bytes + sum(wire for _, wire in self._unclassified)
 
     @property

@@ -48,6 +48,9 @@ def serve(
     max_frame_size: Annotated[int, typer.Option(help="cap on DATA frame payload")] = 16384,
     tls_mode: Annotated[str, typer.Option(help="membio (instrumented) or stdlib")] = "membio",
     tls_version: Annotated[str, typer.Option(help="1.3 or 1.2")] = "1.3",
+    tls_probe: Annotated[bool, typer.Option(
+        help="count records (membio); --no-tls-probe: the baseline for the probe's cost")
+    ] = True,
     flush_bytes: Annotated[str, typer.Option(help="DATA payload bytes per flush")] = "1MiB",
     dynamic_records: Annotated[
         bool, typer.Option("--dynamic-records", help="small TLS records first (coalesce)")
@@ -86,7 +89,7 @@ def serve(
     cfg = ServerConfig(
         strategy=strategy, tls=tls, host=host, port=port, body_bytes=parse_size(body_size),
         threads=threads, max_frame_bytes=max_frame_size, tls_mode=tls_mode,
-        tls_version=tls_version, flush_bytes=parse_size(flush_bytes),
+        tls_probe=tls_probe, tls_version=tls_version, flush_bytes=parse_size(flush_bytes),
         dynamic_records=dynamic_records, tracemalloc=tracemalloc_on,
         stats_json=str(stats_json) if stats_json else None,
         max_concurrent_streams=max_concurrent_streams,

@@ -50,6 +50,11 @@ class CountingSample:
     unparsed_lines: int
     failed_write_syscalls: int = 0  # of write_syscalls, the ones that returned -1 (EAGAIN)
     strace_log: str | None = None
+    # The server's TLS probe over the run (membio; null for h2c and stdlib).
+    tls_records: int | None = None
+    tls_record_bytes: int | None = None
+    tls_ssl_writes: int | None = None
+    tls_plaintext_bytes: int | None = None
 
 
 @dataclass
@@ -114,7 +119,7 @@ def median_or_none(values: list[float | int | None]) -> float | None:
     return float(statistics.median(present)) if present else None
 
 
-def per(total: int | float | None, count: int | None) -> float | None:
+def per(total: int | float | None, count: int | float | None) -> float | None:
     if total is None or not count:
         return None
     return total / count
@@ -133,6 +138,21 @@ def counting_figures(c: CountingSample) -> dict[str, Any]:
         "strace_write_syscalls": c.syscalls,
         "counting_responses": c.responses,
         "strace_unparsed_lines": c.unparsed_lines,
+        **tls_figures(c.tls_records, c.tls_record_bytes, c.tls_plaintext_bytes,
+                      c.tls_ssl_writes, c.responses),
+    }
+
+
+def tls_figures(records: int | float | None, record_bytes: int | float | None,
+                plaintext_bytes: int | float | None, ssl_writes: int | float | None,
+                responses: int | float | None) -> dict[str, float | None]:
+    """The TLS row fields from a run's totals (or from per-response medians, responses=1)."""
+    return {
+        "tls_records_per_response": per(records, responses),
+        "tls_record_bytes_mean": per(record_bytes, records),
+        "tls_overhead_bytes_per_response": per(record_bytes - plaintext_bytes, responses)
+        if record_bytes is not None and plaintext_bytes is not None else None,
+        "tls_ssl_writes_per_response": per(ssl_writes, responses),
     }
 
 
@@ -152,9 +172,11 @@ def build_row(*, strategy: str, transport: str, body_bytes: int, driver: str,
         return None if v is None else round(v)
 
     rps = [s.req_per_s for s in timing]
-    records = med_per_response("tls_records")
-    record_bytes = med_per_response("tls_record_bytes")
-    plaintext = med_per_response("tls_plaintext_bytes")
+    # TLS figures: from the timing runs if they ran the probe (no counting run), else
+    # from the counting run below.
+    tls = tls_figures(med_per_response("tls_records"), med_per_response("tls_record_bytes"),
+                      med_per_response("tls_plaintext_bytes"),
+                      med_per_response("tls_ssl_writes"), 1)
     causes: dict[str, int] = {}
     for s in timing:
         for k, v in s.failures_by_cause.items():
@@ -170,20 +192,21 @@ def build_row(*, strategy: str, transport: str, body_bytes: int, driver: str,
         live_heap_delta_bytes=as_int(med("live_heap_delta_bytes")),
         alloc_bytes_per_response=alloc_bytes_per_response,
         write_syscalls_per_response=None, bytes_per_write_syscall=None, syscalls=None,
-        tls_records_per_response=records,
-        tls_record_bytes_mean=(record_bytes / records) if records and record_bytes else None,
-        tls_overhead_bytes_per_response=(record_bytes - plaintext)
-        if record_bytes is not None and plaintext is not None else None,
+        tls_records_per_response=tls["tls_records_per_response"],
+        tls_record_bytes_mean=tls["tls_record_bytes_mean"],
+        tls_overhead_bytes_per_response=tls["tls_overhead_bytes_per_response"],
         tcp_data_segments_per_response=med_per_response("tcp_data_segments"),
         self_count_matches_strace=None,
         driver=driver, repeat=len(timing),
         req_per_s_min=min(rps) if rps else None, req_per_s_max=max(rps) if rps else None,
-        tls_ssl_writes_per_response=med_per_response("tls_ssl_writes"),
+        tls_ssl_writes_per_response=tls["tls_ssl_writes_per_response"],
         tcp_bytes_per_response=med_per_response("tcp_bytes_sent"),
         tls_records_received_per_response=med_per_response("tls_records_received_client"),
         threads=threads, tls_mode=tls_mode, failures_by_cause=causes, error=error,
     )
     if counting is not None:
         for name, value in counting_figures(counting).items():
+            if name.startswith("tls_") and value is None:
+                continue  # keep what the timing runs measured, if anything
             setattr(row, name, value)
     return row

@@ -148,6 +148,9 @@ def collect_meta(cfg: CompareConfig, command: str) -> dict[str, Any]:
         "streams": cfg.streams,
         "repeat": cfg.repeat,
         "strace": cfg.strace,
+        # Where the TLS records come from: "counting" (timing runs are probe-free) or
+        # "timing" (--no-strace: the timing runs parse them).
+        "tls_records_from": "counting" if cfg.strace else "timing",
         "netns": cfg.netns,
     }
 
@@ -159,11 +162,21 @@ class CellRunner:
         self.cfg = cfg
         self.lab = lab
 
-    def _options(self, strategy: str, transport: str, body_bytes: int) -> ServerOptions:
+    def _options(self, strategy: str, transport: str, body_bytes: int, *,
+                 tls_probe: bool = True) -> ServerOptions:
         return ServerOptions(strategy=strategy, tls=transport == "h2", body_bytes=body_bytes,
                              threads=self.cfg.threads, tls_mode=self.cfg.tls_mode,
+                             tls_probe=tls_probe or transport != "h2"
+                             or self.cfg.tls_mode != "membio",
                              host=self.lab.server_addr if self.lab else "127.0.0.1",
                              extra_args=tuple(self.cfg.server_args))
+
+    @property
+    def timing_tls_probe(self) -> bool:
+        """Timing runs are probe-free: the TLS records come from the counting run, which
+        parses every record as it leaves. Without a counting run (--no-strace) the timing
+        runs count them instead (costing 1-7% of the TLS path's time there)."""
+        return not self.cfg.strace
 
     def _server(self, opts: ServerOptions, wrapper: list[str] | None = None) -> ServerProcess:
         popen = (lambda argv, **kw: self.lab.popen("server", argv, **kw)) if self.lab else None
@@ -216,7 +229,7 @@ class CellRunner:
     def timing_pass(self, strategy: str, transport: str, body_bytes: int,
                     with_alloc_probe: bool) -> tuple[TimingSample, int | None]:
         cfg = self.cfg
-        opts = self._options(strategy, transport, body_bytes)
+        opts = self._options(strategy, transport, body_bytes, tls_probe=self.timing_tls_probe)
         with self._server(opts) as srv:
             url = f"{srv.url}/"
             # Warm-up: code paths, the body buffer and hpack tables exist before "before".
@@ -304,11 +317,17 @@ def counting_run(opts: ServerOptions, load: Callable[[str], object], *,
         counts = count_tcp_writes(log)
     server_syscalls = final.get("syscalls")
     matches = None if server_syscalls is None else server_syscalls == counts.calls
+    tls = final.get("tls") or {}
     return CountingSample(
         responses=final["responses"], write_syscalls=counts.total_calls,
         write_bytes=counts.bytes, syscalls=counts.calls, server_syscalls=server_syscalls,
         self_count_matches_strace=matches, unparsed_lines=counts.unparsed_lines,
-        failed_write_syscalls=counts.errors)
+        failed_write_syscalls=counts.errors,
+        # Application records only: handshakes are per connection, not per response.
+        tls_records=tls.get("application_records"),
+        tls_record_bytes=tls.get("application_record_bytes"),
+        tls_ssl_writes=tls.get("ssl_writes"),
+        tls_plaintext_bytes=tls.get("plaintext_bytes"))
 
 
 ProgressFn = Callable[[str], None]

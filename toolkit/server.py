@@ -48,7 +48,6 @@ from toolkit.socket_writer import SendCounters, SocketWriter
 from toolkit.strategies import (
     STRATEGIES,
     Buffer,
-    CipherFlush,
     Coalesce,
     SocketCall,
     SslWrite,
@@ -57,6 +56,7 @@ from toolkit.strategies import (
     make_strategy,
 )
 from toolkit.tcp_reader import ClosingSocketReader
+from toolkit.tls_plan import tls_socket_calls
 
 log = logging.getLogger("writeshape.server")
 
@@ -75,6 +75,8 @@ class ServerConfig:
     threads: bool = False
     max_frame_bytes: int = 16384
     tls_mode: str = "membio"
+    # membio without tls_probe's counters: the baseline that measures the probe's cost.
+    tls_probe: bool = True
     tls_version: str = "1.3"
     flush_bytes: int = 1 << 20
     dynamic_records: bool = False
@@ -106,6 +108,8 @@ class ServerConfig:
             raise UsageError("--max-frame-size must be 1..16777215 (it caps DATA payloads)")
         if self.tls_mode not in ("membio", "stdlib"):
             raise UsageError("--tls-mode must be membio or stdlib")
+        if not self.tls_probe and not (self.tls and self.tls_mode == "membio"):
+            raise UsageError("--no-tls-probe applies to --tls with --tls-mode membio")
         if self.tls_version not in ("1.2", "1.3"):
             raise UsageError("--tls-version must be 1.2 or 1.3")
         if not 0 <= self.port <= 65535:
@@ -138,6 +142,7 @@ class ServerStats:
     strategy: str
     transport: str
     tls_mode: str | None
+    tls_probe: bool = True
     responses: int = 0
     requests: int = 0
     connections_accepted: int = 0
@@ -152,13 +157,15 @@ class ServerStats:
     def to_dict(self, live_tls: list[Any]) -> dict[str, Any]:
         tls: dict[str, Any] | None = None
         if self.transport == "h2":
-            if self.tls_mode == "membio":
+            if self.tls_mode == "membio" and self.tls_probe:
                 from tls_probe import TlsStats
 
                 total = self.tls_closed or TlsStats.empty()
                 for st in live_tls:
                     total = total + st
                 tls = total.to_dict()
+            elif self.tls_mode == "membio":  # --no-tls-probe: nothing counted, nothing shown
+                tls = {"records": None, "record_bytes": None, "ssl_writes": None}
             else:  # OpenSSL's socket BIO writes the records: only the SSL_writes are ours.
                 tls = {"records": None, "record_bytes": None,
                        "ssl_writes": self.counters.calls["ssl_write"]}
@@ -166,6 +173,7 @@ class ServerStats:
             "strategy": self.strategy,
             "transport": self.transport,
             "tls_mode": self.tls_mode,
+            "tls_probe": self.tls_probe if self.tls_mode == "membio" else None,
             "responses": self.responses,
             "requests": self.requests,
             "bytes_sent": self.counters.bytes_sent,
@@ -252,10 +260,11 @@ class Connection:
     # ---- start -------------------------------------------------------------------
     def start(self) -> None:
         if self.cfg.tls and self.cfg.tls_mode == "membio":
-            from tls_probe import InstrumentedTLS
+            from tls_probe import InstrumentedTLS, MemoryBioTLS
 
             assert self.server.ssl_context is not None
-            self.tls = InstrumentedTLS(self.server.ssl_context, server_side=True)
+            tls_class = InstrumentedTLS if self.cfg.tls_probe else MemoryBioTLS
+            self.tls = tls_class(self.server.ssl_context, server_side=True)
         elif self.cfg.tls:
             assert self.server.ssl_context is not None
             # wrap_socket detaches the plain socket: from here on the SSLSocket is the socket.
@@ -448,11 +457,12 @@ class Connection:
             self.server.stats.responses += 1
             return
         resp = Response(sid, body)
+        # In threads mode the stream's thread writes it; listed here all the same, so the
+        # idle sweep's stall rule sees its progress as in event-loop mode.
+        self.responses[sid] = resp
         if self.cfg.threads:
             threading.Thread(target=self._stream_thread, args=(resp,), daemon=True,
                              name=f"stream-{sid}").start()
-        else:
-            self.responses[sid] = resp
 
     # ---- writing -----------------------------------------------------------------
     def build_flush(self, only: Response | None = None) -> list[Buffer]:
@@ -498,31 +508,10 @@ class Connection:
 
     def _plan(self, segs: list[Buffer]) -> Iterator[SocketCall]:
         if self.tls is not None:
-            return self._tls_calls(self.strategy.plan_tls(segs))
+            return tls_socket_calls(self.tls, self.strategy.plan_tls(segs))
         if self.tls_stdlib is not None:
             return self._stdlib_calls(self.strategy.plan_tls(segs))
         return self.strategy.plan(segs)
-
-    def _tls_calls(self, steps: Iterator[TlsStep]) -> Iterator[SocketCall]:
-        """Run the SSL_writes of a TLS plan; turn each CipherFlush into one socket call."""
-        tls = self.tls
-        pending: list[bytes] = []
-        for step in steps:
-            if isinstance(step, SslWrite):
-                tls.write_plaintext(step.plaintext)
-                out = tls.take_ciphertext()
-                if out:
-                    pending.append(out)
-            elif pending:
-                assert isinstance(step, CipherFlush)
-                if step.method == "sendmsg":
-                    yield SocketCall("sendmsg", tuple(pending), step.flags)
-                else:
-                    yield SocketCall("send", (pending[0] if len(pending) == 1
-                                              else b"".join(pending),), step.flags)
-                pending = []
-        if pending:  # a plan that forgot its last flush must not lose bytes
-            yield SocketCall("send", (b"".join(pending),))
 
     def _stdlib_calls(self, steps: Iterator[TlsStep]) -> Iterator[SocketCall]:
         # SSLSocket.send is one SSL_write; OpenSSL's socket BIO decides records and syscalls.
@@ -607,9 +596,10 @@ class Connection:
         lock continues the one current plan, so flushes never interleave on the wire.
         """
         sid = resp.stream_id
-        deadline = time.monotonic() + self.cfg.idle_timeout_s
         try:
-            while not self.closed and time.monotonic() < deadline:
+            # No deadline of its own: a stream that stops moving (zero window, a peer that
+            # stopped reading) is closed by the idle sweep's stall rule, as in loop mode.
+            while not self.closed:
                 blocked = window_shut = False
                 with self.lock:
                     if self.plan is not None or self.writer.busy:
@@ -620,7 +610,6 @@ class Connection:
                             return  # sent, or reset by the peer
                         if self.h2.local_flow_control_window(sid) > 0:
                             self.plan = self._plan(self.build_flush(only=resp))
-                            deadline = time.monotonic() + self.cfg.idle_timeout_s
                             blocked = not self._drive()
                         else:
                             window_shut = True
@@ -633,7 +622,11 @@ class Connection:
         except h2.exceptions.StreamClosedError:
             return  # this stream only; the connection carries on
         except (ConnectionError, OSError, ssl.SSLError, h2.exceptions.ProtocolError) as exc:
-            self.loop.call_soon_threadsafe(self.close, f"stream thread: {exc}")
+            self.loop.call_soon_threadsafe(
+                self.close, f"write failed: {exc.__class__.__name__}: {exc} (stream thread)")
+        finally:
+            if self.responses.get(sid) is resp:
+                self.responses.pop(sid, None)
 
     # ---- closing -------------------------------------------------------------------
     def _goaway_and_close(self, reason: str, exc_or_code: Any = None) -> None:
@@ -681,7 +674,7 @@ class Connection:
             self.loop.remove_reader(fd)
             if self.writing_registered:
                 self.loop.remove_writer(fd)
-        if self.tls is not None:
+        if self.tls is not None and self.cfg.tls_probe:
             st = self.tls.stats
             stats.tls_closed = st if stats.tls_closed is None else stats.tls_closed + st
         self.server.connections.discard(self)
@@ -698,7 +691,7 @@ class Server:
         self.cfg = cfg
         self.loop = loop
         self.stats = ServerStats(cfg.strategy, cfg.transport,
-                                 cfg.tls_mode if cfg.tls else None)
+                                 cfg.tls_mode if cfg.tls else None, cfg.tls_probe)
         self.bodies = BodyStore(cfg.body_bytes)
         self.default_body = self.bodies.view(cfg.body_bytes)
         self.connections: set[Connection] = set()
@@ -737,7 +730,7 @@ class Server:
         host, port = lsock.getsockname()[:2]
         scheme = "https" if self.cfg.tls else "http"
         shown = f"[{host}]" if ":" in host else host
-        self.loop.call_later(5.0, self._idle_sweep)
+        self.loop.call_later(self._sweep_interval_s(), self._idle_sweep)
         return f"listening on {scheme}://{shown}:{port}"
 
     def _accept(self) -> None:
@@ -776,7 +769,12 @@ class Server:
                 continue
             if isinstance(conn.strategy, Coalesce) and now - conn.last_activity_s > 1.0:
                 conn.strategy.reset_idle()
-        self.loop.call_later(min(5.0, self.cfg.idle_timeout_s), self._idle_sweep)
+        self.loop.call_later(self._sweep_interval_s(), self._idle_sweep)
+
+    def _sweep_interval_s(self) -> float:
+        # A stall is two sweeps with the same progress token idle_timeout apart: sweeping
+        # four times per timeout closes a stalled connection within 1.25 timeouts.
+        return min(5.0, max(0.05, self.cfg.idle_timeout_s / 4))
 
     # ---- endpoints -----------------------------------------------------------------
     def route(self, method: bytes, target: str) -> tuple[int, memoryview, bytes]:
@@ -811,7 +809,8 @@ class Server:
         return 404, memoryview(b"not found\n"), b"text/plain"
 
     def stats_dict(self) -> dict[str, Any]:
-        live = [c.tls.stats for c in self.connections if c.tls is not None]
+        live = [c.tls.stats for c in self.connections
+                if c.tls is not None and self.cfg.tls_probe]
         return self.stats.to_dict(live)
 
     def shutdown(self) -> None:

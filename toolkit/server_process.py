@@ -69,6 +69,7 @@ class ServerOptions:
     threads: bool = False
     tls_mode: str = "membio"
     tls_version: str = "1.3"
+    tls_probe: bool = True
     max_frame_bytes: int | None = None
     flush_bytes: int | None = None
     dynamic_records: bool = False
@@ -82,6 +83,8 @@ class ServerOptions:
                 "--body-size", str(self.body_bytes)]
         if self.tls:
             args += ["--tls", "--tls-mode", self.tls_mode, "--tls-version", self.tls_version]
+            if not self.tls_probe:
+                args.append("--no-tls-probe")
         if self.threads:
             args.append("--threads")
         if self.max_frame_bytes:
