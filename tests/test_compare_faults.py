@@ -12,6 +12,10 @@ import threading
 import time
 
 import psutil
+import pytest
+import seccomp_deny
+
+from toolkit.strace_probe import ptrace_refusal_cause
 
 
 def _compare(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -161,3 +165,48 @@ def test_a_runner_killed_with_sigkill_leaves_no_server(tmp_path):
     else:
         os.kill(server_pid, signal.SIGKILL)
         raise AssertionError("the server outlived its killed runner")
+
+
+@pytest.mark.skipif(not seccomp_deny.supported(), reason="seccomp filter written for x86_64/arm64")
+def test_ptrace_refused_is_one_line_per_cell_naming_the_cause_and_timing_rows_stay(tmp_path):
+    """A real refusal: compare runs under a seccomp filter that makes ptrace(2) fail with
+    EPERM (as a container's profile does), so strace itself cannot trace the server."""
+    out = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "toolkit", "compare", "--strategies", "single,split",
+         "--transports", "h2c", "--body-sizes", "64KiB", "--requests", "200",
+         "--counting-requests", "10", "--repeat", "1", "--driver", "builtin", "--no-alloc",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=300, preexec_fn=seccomp_deny.deny_ptrace)
+    assert proc.returncode == 1, proc.stderr  # cells failed their counting run
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [ln for ln in proc.stdout.splitlines() if ln.startswith("error ")]
+    assert len(errors) == 2, proc.stdout
+    for line in errors:
+        assert "ptrace not permitted" in line and "seccomp" in line and "--no-strace" in line
+    rows = {r["strategy"]: r for r in json.loads(out.read_text())["results"]}
+    for row in rows.values():  # the untraced timing runs still measured
+        assert row["mbytes_per_s"] > 0 and row["failures"] == 0
+        assert row["write_syscalls_per_response"] is None and "ptrace" in row["error"]
+    # The same run with --no-strace is clean: the advice in the message works.
+    proc = subprocess.run(
+        [sys.executable, "-m", "toolkit", "compare", "--strategies", "single",
+         "--transports", "h2c", "--body-sizes", "64KiB", "--requests", "100", "--repeat", "1",
+         "--driver", "builtin", "--no-alloc", "--no-strace"],
+        capture_output=True, text=True, timeout=300, preexec_fn=seccomp_deny.deny_ptrace)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ptrace_refusal_cause_reads_proc(tmp_path):
+    (tmp_path / "self").mkdir()
+    (tmp_path / "sys/kernel/yama").mkdir(parents=True)
+    status, scope = tmp_path / "self/status", tmp_path / "sys/kernel/yama/ptrace_scope"
+    status.write_text("Name:\tpython\nSeccomp:\t2\n")
+    scope.write_text("1\n")
+    assert "seccomp" in ptrace_refusal_cause(str(tmp_path))
+    status.write_text("Name:\tpython\nSeccomp:\t0\n")
+    scope.write_text("3\n")
+    assert "ptrace_scope=3" in ptrace_refusal_cause(str(tmp_path))
+    scope.write_text("1\n")
+    expected = "CAP_SYS_PTRACE" if os.geteuid() == 0 else "not root"
+    assert expected in ptrace_refusal_cause(str(tmp_path))

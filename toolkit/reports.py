@@ -140,6 +140,8 @@ def comparison_table(rows: Sequence[ResultRow], *, baseline: str = "single",
 def render_comparison(result: CompareResult, console: Console, *, baseline: str = "single") -> None:
     if result.rows and baseline not in {r.strategy for r in result.rows}:
         baseline = result.rows[0].strategy  # as _formatted does, for the legend below
+    from rich.text import Text
+
     meta = result.meta
     title = (f"writeshape compare — driver {meta.get('driver')}, "
              f"{meta.get('connections')}×{meta.get('streams')} streams, "
@@ -151,8 +153,10 @@ def render_comparison(result: CompareResult, console: Console, *, baseline: str 
                                    title="write shape (writes: separate run under strace)"))
     for row in result.rows:
         if row.error:
-            console.print(f"[red]error[/red] {row.strategy} {row.transport} "
-                          f"{format_size(row.body_bytes)}: {row.error}")
+            # One line however wide the terminal (grep-able), the message never read as markup.
+            console.print(Text.assemble(("error", "red"), f" {row.strategy} {row.transport} "
+                                        f"{format_size(row.body_bytes)}: {row.error}"),
+                          soft_wrap=True)
     console.print(f"× = ratio to `{baseline}` in the same transport and body size. "
                   "Timing runs untraced; writes/resp from a separate run under strace; "
                   "— = not measured.")

@@ -8,6 +8,7 @@ to a pipe or file).
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 
@@ -55,7 +56,32 @@ def count_tcp_writes(log_path: str) -> TcpWriteCounts:
 
 
 def check_ptrace_allowed(stderr_text: str) -> None:
+    """Raise PermissionProblem naming the likely cause when strace was refused ptrace."""
     if "Operation not permitted" in stderr_text and "ptrace" in stderr_text.lower():
         raise PermissionProblem(
-            "strace cannot attach (ptrace not permitted): run as root, or set "
-            "kernel.yama.ptrace_scope=0, or use --no-strace")
+            f"strace cannot attach: ptrace not permitted ({ptrace_refusal_cause()}); "
+            "or use --no-strace")
+
+
+def ptrace_refusal_cause(proc: str = "/proc") -> str:
+    """Why ptrace is refused to this process, and the fix, from what /proc shows."""
+    try:
+        with open(f"{proc}/self/status") as f:
+            status = dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError:
+        status = {}
+    if status.get("Seccomp", "0").strip() == "2":
+        return ("a seccomp filter, as in a container: allow ptrace in its profile or "
+                "add CAP_SYS_PTRACE, e.g. docker run --cap-add SYS_PTRACE")
+    try:
+        with open(f"{proc}/sys/kernel/yama/ptrace_scope") as f:
+            scope = int(f.read().strip())
+    except (OSError, ValueError):
+        scope = None
+    if scope == 3:
+        return "kernel.yama.ptrace_scope=3 forbids ptrace until reboot"
+    if scope == 2 and os.geteuid() != 0:
+        return "kernel.yama.ptrace_scope=2 allows it to root only: run as root"
+    if os.geteuid() != 0:
+        return "not root and no CAP_SYS_PTRACE: run as root or set kernel.yama.ptrace_scope=0"
+    return "root without CAP_SYS_PTRACE: grant CAP_SYS_PTRACE to this process"
