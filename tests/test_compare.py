@@ -192,6 +192,8 @@ def test_timing_runs_are_probe_free_and_records_still_come_without_strace():
                       repeat=1, driver="builtin", strace=strace, alloc_probe=False)
         assert res.meta["tls_records_from"] == ("counting" if strace else "timing")
         rows[strace] = res.rows[0]
+        # What the timing servers said of themselves (/stats "tls_probe").
+        assert rows[strace].timing_tls_probe is (not strace)
     for row in rows.values():
         assert row.error is None and row.failures == 0
         # 16 DATA frames per 256 KiB: a 31-byte record per header plus one per payload.

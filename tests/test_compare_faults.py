@@ -173,8 +173,8 @@ def test_ptrace_refused_is_one_line_per_cell_naming_the_cause_and_timing_rows_st
     EPERM (as a container's profile does), so strace itself cannot trace the server."""
     out = tmp_path / "r.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "toolkit", "compare", "--strategies", "single,split",
-         "--transports", "h2c", "--body-sizes", "64KiB", "--requests", "200",
+        [sys.executable, "-m", "toolkit", "compare", "--strategies", "single",
+         "--transports", "h2c,h2", "--body-sizes", "64KiB", "--requests", "200",
          "--counting-requests", "10", "--repeat", "1", "--driver", "builtin", "--no-alloc",
          "--json", str(out)],
         capture_output=True, text=True, timeout=300, preexec_fn=seccomp_deny.deny_ptrace)
@@ -184,10 +184,15 @@ def test_ptrace_refused_is_one_line_per_cell_naming_the_cause_and_timing_rows_st
     assert len(errors) == 2, proc.stdout
     for line in errors:
         assert "ptrace not permitted" in line and "seccomp" in line and "--no-strace" in line
-    rows = {r["strategy"]: r for r in json.loads(out.read_text())["results"]}
+    data = json.loads(out.read_text())
+    rows = {r["transport"]: r for r in data["results"]}
     for row in rows.values():  # the untraced timing runs still measured
         assert row["mbytes_per_s"] > 0 and row["failures"] == 0
         assert row["write_syscalls_per_response"] is None and "ptrace" in row["error"]
+    # No counting run can work here: the timing runs counted the TLS records instead.
+    assert data["meta"]["tls_records_from"] == "timing"
+    assert rows["h2"]["timing_tls_probe"] is True
+    assert rows["h2"]["tls_records_per_response"] > 4  # 64 KiB: 4 DATA frames and more
     # The same run with --no-strace is clean: the advice in the message works.
     proc = subprocess.run(
         [sys.executable, "-m", "toolkit", "compare", "--strategies", "single",
@@ -208,5 +213,9 @@ def test_ptrace_refusal_cause_reads_proc(tmp_path):
     scope.write_text("3\n")
     assert "ptrace_scope=3" in ptrace_refusal_cause(str(tmp_path))
     scope.write_text("1\n")
-    expected = "CAP_SYS_PTRACE" if os.geteuid() == 0 else "not root"
+    expected = "root without CAP_SYS_PTRACE" if os.geteuid() == 0 else "not root"
     assert expected in ptrace_refusal_cause(str(tmp_path))
+    # yama scope 3 is named first even inside a container with a seccomp filter
+    status.write_text("Name:\tpython\nSeccomp:\t2\n")
+    scope.write_text("3\n")
+    assert "ptrace_scope=3" in ptrace_refusal_cause(str(tmp_path))

@@ -381,9 +381,12 @@ def test_zero_window_on_16MiB_bodies_times_out(server):
 
 def test_slow_reader_is_served_within_a_fixed_memory_bound(server):
     out = server.run(lambda t: hostile.slow_reader(t, path=BIG_BODY, duration_s=3.0))
-    # The slow reader makes progress: it is served, not cut off; it leaves with a reset
-    # (seen by a read in event-loop mode, by the stream's write in threads mode).
-    server.check(out, "failed: ConnectionResetError")
+    # The slow reader makes progress: it is served, not cut off; it leaves with a reset,
+    # seen by a read in event-loop mode; in threads mode a stream's write may see it first
+    # (then the read finds the connection ended).
+    lines = server.check(out)
+    assert all("failed: ConnectionResetError" in ln or "client closed mid-response" in ln
+               for ln in lines), lines
     res = out.attack
     assert 0 < res.data_bytes_received < 16 << 20
 

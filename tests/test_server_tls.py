@@ -205,3 +205,4 @@ def test_no_tls_probe_needs_membio_tls():
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.strip().count("\n") == 0 and "--no-tls-probe" in proc.stderr
+        assert "applies to --tls with --tls-mode membio" in proc.stderr

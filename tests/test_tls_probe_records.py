@@ -318,8 +318,9 @@ def test_a_chunk_that_starts_mid_record_never_matches_a_shape() -> None:
 
 @HYPOTHESIS
 @given(
-    shapes=st.lists(st.lists(st.integers(0, 300), min_size=1, max_size=3), min_size=1,
-                    max_size=5),
+    shapes=st.lists(st.lists(st.tuples(st.sampled_from([ALERT, HANDSHAKE, APPLICATION_DATA]),
+                                       st.integers(0, 300)), min_size=1, max_size=3),
+                    min_size=1, max_size=5),
     picks=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 2)), max_size=60),
 )
 def test_fast_path_counts_equal_a_full_parse_for_any_sequence_of_flushes(
@@ -327,10 +328,11 @@ def test_fast_path_counts_equal_a_full_parse_for_any_sequence_of_flushes(
 ) -> None:
     # Flushes drawn from a few shapes (as a server's are), sometimes cut in two: the
     # counter's totals must equal a plain parse of the same stream, whatever hits.
-    flushes = [b"".join(rec(APPLICATION_DATA, n) for n in shape) for shape in shapes]
+    flushes = [b"".join(rec(t, n) for t, n in shape) for shape in shapes]
     counter = RecordCounter()
     counter.mark_application_phase(0)
     stream = b""
+    fed = 0
     for which, cut in picks:
         flush = flushes[which % len(flushes)]
         parts = [flush] if cut == 0 else [flush[: len(flush) // (cut + 1)],
@@ -338,8 +340,14 @@ def test_fast_path_counts_equal_a_full_parse_for_any_sequence_of_flushes(
         for part in parts:
             counter.feed(part)
             stream += part
+            fed += bool(part)
     expected = reference_records(stream)
-    assert counter.records == len(expected)
+    assert counter.records == len(expected) == counter.application_records
+    assert counter.chunks == fed
+    by_type: dict[int, int] = {}
+    for r in expected:
+        by_type[r.content_type] = by_type.get(r.content_type, 0) + 1
+    assert counter.by_type == by_type
     assert counter.bytes_fed == len(stream) == counter.record_bytes
     sizes: dict[int, int] = {}
     for r in expected:

@@ -35,6 +35,7 @@ class TimingSample:
     tcp_bytes_sent: int | None
     server_rss_bytes_after: int | None
     failures_by_cause: dict[str, int] = field(default_factory=dict)
+    server_tls_probe: bool | None = None  # the server's /stats "tls_probe" (membio only)
 
 
 @dataclass
@@ -98,6 +99,7 @@ class ResultRow:
     strace_unparsed_lines: int | None = None
     threads: bool = False
     tls_mode: str | None = None
+    timing_tls_probe: bool | None = None  # did the timing servers count TLS records?
     failures_by_cause: dict[str, int] = field(default_factory=dict)
     error: str | None = None
 
@@ -172,6 +174,7 @@ def build_row(*, strategy: str, transport: str, body_bytes: int, driver: str,
         return None if v is None else round(v)
 
     rps = [s.req_per_s for s in timing]
+    probes = {s.server_tls_probe for s in timing}
     # TLS figures: from the timing runs if they ran the probe (no counting run), else
     # from the counting run below.
     tls = tls_figures(med_per_response("tls_records"), med_per_response("tls_record_bytes"),
@@ -203,6 +206,7 @@ def build_row(*, strategy: str, transport: str, body_bytes: int, driver: str,
         tcp_bytes_per_response=med_per_response("tcp_bytes_sent"),
         tls_records_received_per_response=med_per_response("tls_records_received_client"),
         threads=threads, tls_mode=tls_mode, failures_by_cause=causes, error=error,
+        timing_tls_probe=probes.pop() if len(probes) == 1 else None,
     )
     if counting is not None:
         for name, value in counting_figures(counting).items():

@@ -123,6 +123,13 @@ class CompareConfig:
         return max(32, min(400, self.timing_requests(body_bytes) // 4))
 
 
+def tls_records_from(cfg: CompareConfig) -> str:
+    """Which run of a cell gives its TLS records: "counting" or "timing"."""
+    from toolkit.strace_probe import strace_attach_problem
+
+    return "counting" if cfg.strace and strace_attach_problem() is None else "timing"
+
+
 def collect_meta(cfg: CompareConfig, command: str) -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -150,7 +157,7 @@ def collect_meta(cfg: CompareConfig, command: str) -> dict[str, Any]:
         "strace": cfg.strace,
         # Where the TLS records come from: "counting" (timing runs are probe-free) or
         # "timing" (--no-strace: the timing runs parse them).
-        "tls_records_from": "counting" if cfg.strace else "timing",
+        "tls_records_from": tls_records_from(cfg),
         "netns": cfg.netns,
     }
 
@@ -174,9 +181,9 @@ class CellRunner:
     @property
     def timing_tls_probe(self) -> bool:
         """Timing runs are probe-free: the TLS records come from the counting run, which
-        parses every record as it leaves. Without a counting run (--no-strace) the timing
-        runs count them instead (costing 1-7% of the TLS path's time there)."""
-        return not self.cfg.strace
+        parses every record as it leaves. Without a counting run (--no-strace, or strace
+        cannot trace here) the timing runs count them (1-8% of the TLS write path)."""
+        return tls_records_from(self.cfg) == "timing"
 
     def _server(self, opts: ServerOptions, wrapper: list[str] | None = None) -> ServerProcess:
         popen = (lambda argv, **kw: self.lab.popen("server", argv, **kw)) if self.lab else None
@@ -216,14 +223,20 @@ class CellRunner:
                 "failures_by_cause": {k: v for k, v in r.failures_by_cause.items() if v}}
 
     @staticmethod
-    def _settled_stats(srv: ServerProcess, timeout_s: float = 3.0) -> dict[str, Any]:
-        """/stats once the server has read tcp_info of the connections the load closed."""
+    def _settled_stats(srv: ServerProcess, timeout_s: float = 10.0) -> tuple[dict[str, Any], bool]:
+        """/stats once the server has closed the connections the load closed (only the
+        control connection open) and read their tcp_info; and whether it got there.
+
+        Without the first condition a /stats request can overtake the EOFs of the load's
+        connections on the server's loop, and their bytes would be missing."""
         deadline = time.monotonic() + timeout_s
         while True:
             stats = srv.stats()
             tcp = stats.get("tcp") or {}
-            if not tcp.get("pending") or time.monotonic() > deadline:
-                return stats
+            open_conns = stats["connections_accepted"] - stats["connections_closed"]
+            settled = open_conns <= 1 and not tcp.get("pending")
+            if settled or time.monotonic() > deadline:
+                return stats, settled
             time.sleep(0.02)
 
     def timing_pass(self, strategy: str, transport: str, body_bytes: int,
@@ -236,12 +249,12 @@ class CellRunner:
             self._load(url, max(cfg.warmup_requests, cfg.connections * cfg.streams))
             proc = psutil.Process(srv.server_pid)
             # Settled first: the warm-up's closing connections are read and gone.
-            stats0 = self._settled_stats(srv)
+            stats0, settled0 = self._settled_stats(srv)
             mem0 = srv.mem()
             cpu0 = proc.cpu_times()
             load = self._load(url, cfg.timing_requests(body_bytes))
             cpu1 = proc.cpu_times()
-            stats1 = self._settled_stats(srv)
+            stats1, settled1 = self._settled_stats(srv)
             mem1 = srv.mem()
             alloc = (self._client_call(measure_alloc_per_response, srv.url, "/", samples=5)
                      if with_alloc_probe else None)
@@ -258,7 +271,8 @@ class CellRunner:
 
         # tcp_info is read when a connection closes: a figure only if every connection
         # the load closed was read (one unreadable connection would undercount).
-        tcp_ok = bool(delta(("tcp", "connections"))) and not delta(("tcp", "failed"))
+        tcp_ok = (settled0 and settled1 and bool(delta(("tcp", "connections")))
+                  and not delta(("tcp", "failed")))
         sample = TimingSample(
             requests=load["requests"], failures=load["failures"],
             req_per_s=load["req_per_s"], mbytes_per_s=load["mbytes_per_s"],
@@ -279,6 +293,7 @@ class CellRunner:
             tcp_bytes_sent=delta(("tcp", "bytes_sent")) if tcp_ok else None,
             server_rss_bytes_after=mem1["rss_bytes"],
             failures_by_cause=load["failures_by_cause"],
+            server_tls_probe=stats1.get("tls_probe"),
         )
         return sample, alloc
 

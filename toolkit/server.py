@@ -675,7 +675,8 @@ class Connection:
             if self.writing_registered:
                 self.loop.remove_writer(fd)
         if self.tls is not None and self.cfg.tls_probe:
-            st = self.tls.stats
+            with self.lock:  # a stream thread may be mid-write (--threads)
+                st = self.tls.stats
             stats.tls_closed = st if stats.tls_closed is None else stats.tls_closed + st
         self.server.connections.discard(self)
         if self.window_open is not None:
@@ -754,22 +755,36 @@ class Server:
                 conn.close(f"start failed: {exc}")
 
     def _idle_sweep(self) -> None:
-        now = time.monotonic()
-        for conn in list(self.connections):
-            if now - conn.last_activity_s > self.cfg.idle_timeout_s and not conn.responses:
-                conn._goaway_and_close("idle timeout", h2.errors.ErrorCodes.NO_ERROR)
-                continue
-            if conn.stall.observe(_progress_token(conn), bool(conn.responses), now):
-                # Zero windows or a peer that stopped reading: its responses would hold
-                # their stream slots (and, under TLS, a flush of ciphertext) forever.
-                self.stats.stalled += 1
-                conn._goaway_and_close(
-                    f"stalled: no response progress for {self.cfg.idle_timeout_s:g} s "
-                    "(zero window or peer not reading)", h2.errors.ErrorCodes.NO_ERROR)
-                continue
-            if isinstance(conn.strategy, Coalesce) and now - conn.last_activity_s > 1.0:
-                conn.strategy.reset_idle()
-        self.loop.call_later(self._sweep_interval_s(), self._idle_sweep)
+        try:
+            now = time.monotonic()
+            for conn in list(self.connections):
+                try:
+                    # Under the connection's lock: in --threads mode stream threads change
+                    # its responses, h2 and TLS state while the sweep reads and closes.
+                    with conn.lock:
+                        self._sweep_one(conn, now)
+                except Exception as exc:  # one bad connection must not end the sweeps
+                    log.warning("idle sweep of %s failed: %s: %s", conn.peer,
+                                exc.__class__.__name__, exc)
+        finally:
+            self.loop.call_later(self._sweep_interval_s(), self._idle_sweep)
+
+    def _sweep_one(self, conn: Connection, now: float) -> None:
+        if conn.closed:
+            return
+        if now - conn.last_activity_s > self.cfg.idle_timeout_s and not conn.responses:
+            conn._goaway_and_close("idle timeout", h2.errors.ErrorCodes.NO_ERROR)
+            return
+        if conn.stall.observe(_progress_token(conn), bool(conn.responses), now):
+            # Zero windows or a peer that stopped reading: its responses would hold
+            # their stream slots (and, under TLS, a flush of ciphertext) forever.
+            self.stats.stalled += 1
+            conn._goaway_and_close(
+                f"stalled: no response progress for {self.cfg.idle_timeout_s:g} s "
+                "(zero window or peer not reading)", h2.errors.ErrorCodes.NO_ERROR)
+            return
+        if isinstance(conn.strategy, Coalesce) and now - conn.last_activity_s > 1.0:
+            conn.strategy.reset_idle()
 
     def _sweep_interval_s(self) -> float:
         # A stall is two sweeps with the same progress token idle_timeout apart: sweeping
@@ -809,8 +824,11 @@ class Server:
         return 404, memoryview(b"not found\n"), b"text/plain"
 
     def stats_dict(self) -> dict[str, Any]:
-        live = [c.tls.stats for c in self.connections
-                if c.tls is not None and self.cfg.tls_probe]
+        live = []
+        for c in list(self.connections):
+            if c.tls is not None and self.cfg.tls_probe:
+                with c.lock:  # stream threads write through the same counters (--threads)
+                    live.append(c.tls.stats)
         return self.stats.to_dict(live)
 
     def shutdown(self) -> None:

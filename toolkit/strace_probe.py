@@ -8,8 +8,10 @@ to a pipe or file).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass
 
 from strace_parsers import WRITE_FAMILY, SyscallEvent, summarize_paths
@@ -55,6 +57,25 @@ def count_tcp_writes(log_path: str) -> TcpWriteCounts:
                           summary.unparsed, summary.lines)
 
 
+@functools.lru_cache(maxsize=1)
+def strace_attach_problem() -> str | None:
+    """None when strace can trace a child process here; otherwise why not (its last line).
+
+    Asked once per process, before a comparison decides where its TLS records come from."""
+    strace = shutil.which("strace")
+    if strace is None:
+        return "strace is not installed"
+    try:
+        proc = subprocess.run([strace, "-f", "-qq", "-o", os.devnull, "--", "true"],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"strace did not run: {exc}"
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        return lines[-1] if lines else f"strace exited with {proc.returncode}"
+    return None
+
+
 def check_ptrace_allowed(stderr_text: str) -> None:
     """Raise PermissionProblem naming the likely cause when strace was refused ptrace."""
     if "Operation not permitted" in stderr_text and "ptrace" in stderr_text.lower():
@@ -66,22 +87,24 @@ def check_ptrace_allowed(stderr_text: str) -> None:
 def ptrace_refusal_cause(proc: str = "/proc") -> str:
     """Why ptrace is refused to this process, and the fix, from what /proc shows."""
     try:
+        with open(f"{proc}/sys/kernel/yama/ptrace_scope") as f:
+            scope: int | None = int(f.read().strip())
+    except (OSError, ValueError):
+        scope = None
+    root = os.geteuid() == 0
+    if scope == 3:
+        return "kernel.yama.ptrace_scope=3 forbids ptrace until reboot"
+    if scope == 2 and not root:
+        return "kernel.yama.ptrace_scope=2 allows it to root only: run as root"
+    try:
         with open(f"{proc}/self/status") as f:
             status = dict(line.split(":", 1) for line in f if ":" in line)
     except OSError:
         status = {}
     if status.get("Seccomp", "0").strip() == "2":
-        return ("a seccomp filter, as in a container: allow ptrace in its profile or "
-                "add CAP_SYS_PTRACE, e.g. docker run --cap-add SYS_PTRACE")
-    try:
-        with open(f"{proc}/sys/kernel/yama/ptrace_scope") as f:
-            scope = int(f.read().strip())
-    except (OSError, ValueError):
-        scope = None
-    if scope == 3:
-        return "kernel.yama.ptrace_scope=3 forbids ptrace until reboot"
-    if scope == 2 and os.geteuid() != 0:
-        return "kernel.yama.ptrace_scope=2 allows it to root only: run as root"
-    if os.geteuid() != 0:
+        # Most containers have a filter; one that refuses ptrace is the usual culprit.
+        return ("probably this process's seccomp filter, as in a container: allow ptrace "
+                "in its profile or add CAP_SYS_PTRACE, e.g. docker run --cap-add SYS_PTRACE")
+    if not root:
         return "not root and no CAP_SYS_PTRACE: run as root or set kernel.yama.ptrace_scope=0"
     return "root without CAP_SYS_PTRACE: grant CAP_SYS_PTRACE to this process"
