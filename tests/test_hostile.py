@@ -46,6 +46,7 @@ from toolkit.server_process import ServerOptions, ServerProcess
 CALM = int(ErrorCodes.ENHANCE_YOUR_CALM)
 PROTOCOL = int(ErrorCodes.PROTOCOL_ERROR)
 IDLE_TIMEOUT_S = 2.0
+START_TIMEOUT_S = 3.0  # for the TLS handshake and HTTP/2 preface (slow_start)
 # Over the warmed-up server (16 MiB body store grown, TLS and load code paths run once):
 # the largest growth measured under all these attacks was 3-4 MiB (docs/limits.md).
 RSS_BOUND_BYTES = 16 << 20
@@ -280,6 +281,7 @@ def _start(tls: bool, *extra: str, threads: bool = False) -> Iterator[Attacked]:
     srv = ServerProcess(ServerOptions(strategy="writev", tls=tls, body_bytes=64 << 10,
                                       threads=threads,
                                       extra_args=("--idle-timeout", str(IDLE_TIMEOUT_S),
+                                                  "--start-timeout", str(START_TIMEOUT_S),
                                                   *extra)))
     srv.start()
     try:
@@ -403,6 +405,18 @@ def test_abrupt_reset_is_one_log_line(h2c, h2tls, where):
     srv = h2c if where == "mid-frame" else h2tls
     out = srv.run(lambda t: hostile.abrupt_reset(t, where=where))
     srv.check(out)
+
+
+def test_a_start_dribbled_a_byte_at_a_time_is_cut_off(server):
+    """Slowloris: a byte of ClientHello or preface every 0.25 s is never idle for 2 s; the
+    start timeout (3 s) closes it all the same."""
+    out = server.run(lambda t: hostile.slow_start(t, connections=3, interval_s=0.25,
+                                                  hold_s=START_TIMEOUT_S * 3))
+    server.check(out, "start timeout", "not complete after 3 s")
+    res = out.attack
+    assert res.closed_by_server == 3
+    assert res.duration_s < START_TIMEOUT_S * 3  # closed, not outlasted
+    assert res.bytes_sent >= 3 * START_TIMEOUT_S / 0.25 * 0.5  # it kept dribbling meanwhile
 
 
 def test_half_open_connections_time_out(server):

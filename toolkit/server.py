@@ -86,6 +86,9 @@ class ServerConfig:
     max_concurrent_streams: int = 100
     max_header_list_bytes: int = 65536
     idle_timeout_s: float = 120.0
+    # A connection must have finished its TLS handshake and HTTP/2 preface by then: a
+    # client that dribbles its start a byte at a time never looks idle (slowloris).
+    start_timeout_s: float = 10.0
     max_control_frames_queued: int = GuardLimits.max_control_frames_queued
     max_control_frames_per_s: float = GuardLimits.max_control_frames_per_s
     control_frames_burst: int = GuardLimits.control_frames_burst
@@ -124,6 +127,8 @@ class ServerConfig:
             raise UsageError(f"--max-bytes-endpoint must be 0..{MAX_BYTES_ENDPOINT}")
         if not self.idle_timeout_s > 0:
             raise UsageError("--idle-timeout must be more than 0 seconds")
+        if not self.start_timeout_s > 0:
+            raise UsageError("--start-timeout must be more than 0 seconds")
         self.guard_limits().validate()
 
     def guard_limits(self) -> GuardLimits:
@@ -247,7 +252,8 @@ class Connection:
         self.closed = False
         self.closing = False
         self.writing_registered = False
-        self.last_activity_s = time.monotonic()
+        self.last_activity_s = self.accepted_s = time.monotonic()
+        self.preface_done = False  # the client's preface and first SETTINGS arrived
         self.lock: threading.RLock | contextlib.nullcontext[None] = (
             threading.RLock() if self.cfg.threads else contextlib.nullcontext())
         self.window_open = threading.Condition(threading.Lock()) if self.cfg.threads else None
@@ -427,6 +433,7 @@ class Connection:
             # The rate of resets (Rapid Reset) is the guard's: it counts RST_STREAM frames.
             self.responses.pop(ev.stream_id, None)
         elif isinstance(ev, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
+            self.preface_done = True  # h2 reports the first SETTINGS after the preface
             if self.window_open is not None:
                 with self.window_open:
                     self.window_open.notify_all()
@@ -772,6 +779,12 @@ class Server:
     def _sweep_one(self, conn: Connection, now: float) -> None:
         if conn.closed:
             return
+        if not conn.preface_done and now - conn.accepted_s > self.cfg.start_timeout_s:
+            what = "TLS handshake and HTTP/2 preface" if self.cfg.tls else "HTTP/2 preface"
+            conn._goaway_and_close(
+                f"start timeout: {what} not complete after {self.cfg.start_timeout_s:g} s",
+                h2.errors.ErrorCodes.NO_ERROR)
+            return
         if now - conn.last_activity_s > self.cfg.idle_timeout_s and not conn.responses:
             conn._goaway_and_close("idle timeout", h2.errors.ErrorCodes.NO_ERROR)
             return
@@ -789,7 +802,7 @@ class Server:
     def _sweep_interval_s(self) -> float:
         # A stall is two sweeps with the same progress token idle_timeout apart: sweeping
         # four times per timeout closes a stalled connection within 1.25 timeouts.
-        return min(5.0, max(0.05, self.cfg.idle_timeout_s / 4))
+        return min(5.0, max(0.05, min(self.cfg.idle_timeout_s, self.cfg.start_timeout_s) / 4))
 
     # ---- endpoints -----------------------------------------------------------------
     def route(self, method: bytes, target: str) -> tuple[int, memoryview, bytes]:
