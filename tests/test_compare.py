@@ -204,3 +204,21 @@ def test_timing_runs_are_probe_free_and_records_still_come_without_strace():
         received = row.tls_records_received_per_response
         assert received is not None
         assert abs(received - row.tls_records_per_response) < 0.1 * received
+
+
+def test_server_args_reach_every_server_and_bad_ones_are_one_line():
+    from toolkit.runner import compare
+
+    res = compare(["coalesce"], ["h2"], ["256KiB"], requests=30, counting_requests=8,
+                  repeat=1, driver="builtin", alloc_probe=False,
+                  server_args=["--coalesce-records-per-send", "4"])
+    row = res.rows[0]
+    assert res.meta["server_args"] == ["--coalesce-records-per-send", "4"]
+    assert row.error is None and row.failures == 0
+    # 17 records per 256 KiB response (16 KiB each, frame headers included), 4 per sendmsg.
+    assert row.strace_write_syscalls is not None
+    per_response = row.strace_write_syscalls.get("sendmsg", 0) / row.counting_responses
+    assert 5 <= per_response < 6, row.strace_write_syscalls
+    proc = _writeshape("compare", "--server-args", "--no-such-flag 3")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "--server-args" in proc.stderr and "--no-such-flag" in proc.stderr

@@ -206,3 +206,26 @@ def test_no_tls_probe_needs_membio_tls():
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.strip().count("\n") == 0 and "--no-tls-probe" in proc.stderr
         assert "applies to --tls with --tls-mode membio" in proc.stderr
+
+
+def test_coalesce_records_per_send_gathers_the_same_records_into_fewer_sendmsg(start_server):
+    figures = {}
+    for per_send in (1, 4):
+        srv = start_server(strategy="coalesce", tls=True, body_bytes=MIB,
+                           extra_args=("--coalesce-records-per-send", str(per_send)))
+        with H2Fetcher(srv.url) as f:
+            f.get("/bytes/1")
+            before = f.get("/stats").json()
+            for _ in range(4):
+                assert f.get("/").body == expected_chunk(0, MIB)
+            after = f.get("/stats").json()
+        calls = {k: after["send_calls"][k] - before["send_calls"][k] for k in ("send", "sendmsg")}
+        records = after["tls"]["application_records"] - before["tls"]["application_records"]
+        figures[per_send] = (calls, records / 4)
+    (calls1, records1), (calls4, records4) = figures[1], figures[4]
+    # The minimum of records either way: ceil((1 MiB + 64 frame headers) / 16 KiB) = 65,
+    # plus the small records of HEADERS and the /stats response.
+    assert 65 <= records1 <= 68 and 65 <= records4 <= 68, figures
+    assert calls1["sendmsg"] == 0 and calls1["send"] >= 4 * 65
+    # Four records per sendmsg: ceil(65 / 4) = 17 per response.
+    assert 4 * 17 <= calls4["sendmsg"] <= 4 * 17 + 4 and calls4["send"] <= 8, figures

@@ -67,9 +67,10 @@ def test_every_strategy_writes_the_flush_bytes_in_order(segments, name, cuts):
 
 @settings(max_examples=150, deadline=None)
 @given(st.one_of(flushes, many_frames), st.sampled_from((*CLEARTEXT, "coalesce")),
-       st.booleans())
-def test_every_tls_plan_ssl_writes_the_flush_bytes_in_order(segments, name, dynamic):
-    strategy = make_strategy(name, tls=True, dynamic_records=dynamic)
+       st.booleans(), st.integers(1, 5))
+def test_every_tls_plan_ssl_writes_the_flush_bytes_in_order(segments, name, dynamic, per_send):
+    strategy = make_strategy(name, tls=True, dynamic_records=dynamic,
+                             coalesce_records_per_send=per_send)
     plaintext = bytearray()
     unflushed = 0
     for step in strategy.plan_tls(segments):
@@ -156,3 +157,19 @@ def test_coalesce_needs_tls():
         make_strategy("coalesce", tls=False)
     with pytest.raises(UsageError, match="unknown strategy"):
         make_strategy("sendfile", tls=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 70000), min_size=1, max_size=12), st.integers(1, 8))
+def test_coalesce_gathers_records_per_send_without_changing_the_records(payload_sizes, per_send):
+    segments = []
+    for n in payload_sizes:
+        segments += [b"h" * 9, memoryview(bytes(n))]
+    one = [len(s.plaintext) for s in Coalesce().plan_tls(segments) if isinstance(s, SslWrite)]
+    steps = list(Coalesce(records_per_send=per_send).plan_tls(segments))
+    writes = [len(s.plaintext) for s in steps if isinstance(s, SslWrite)]
+    flushes = [s for s in steps if isinstance(s, CipherFlush)]
+    assert writes == one  # the same records
+    assert len(flushes) == math.ceil(len(writes) / per_send)
+    assert all(f.method == ("send" if per_send == 1 else "sendmsg") for f in flushes)
+    assert isinstance(steps[-1], CipherFlush)

@@ -52,6 +52,8 @@ def serve(
         help="count records (membio); --no-tls-probe: the baseline for the probe's cost")
     ] = True,
     flush_bytes: Annotated[str, typer.Option(help="DATA payload bytes per flush")] = "1MiB",
+    coalesce_records_per_send: Annotated[int, typer.Option(
+        help="coalesce: records gathered into one sendmsg")] = 1,
     dynamic_records: Annotated[
         bool, typer.Option("--dynamic-records", help="small TLS records first (coalesce)")
     ] = False,
@@ -93,6 +95,7 @@ def serve(
         threads=threads, max_frame_bytes=max_frame_size, tls_mode=tls_mode,
         tls_probe=tls_probe, tls_version=tls_version, flush_bytes=parse_size(flush_bytes),
         dynamic_records=dynamic_records, tracemalloc=tracemalloc_on,
+        coalesce_records_per_send=coalesce_records_per_send,
         stats_json=str(stats_json) if stats_json else None,
         max_concurrent_streams=max_concurrent_streams,
         max_header_list_bytes=parse_size(max_header_list_size), idle_timeout_s=idle_timeout,
@@ -159,6 +162,16 @@ def syscalls(
     raise typer.Exit(code)
 
 
+def _check_server_args(args: list[str]) -> None:
+    """Parse --server-args as `serve` would, before any server starts (one-line error)."""
+    serve_command = typer.main.get_command(app).commands["serve"]  # type: ignore[attr-defined]
+    try:
+        serve_command.make_context("serve", [*args], resilient_parsing=False)
+    except Exception as exc:
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        raise UsageError(f"--server-args: {message}") from None
+
+
 def _check_writable(path: Path | None) -> None:
     """Fail before measuring, not after the first cell, when an output cannot be written."""
     if path is None:
@@ -212,6 +225,8 @@ def compare(
     json_path: Annotated[Path | None, typer.Option("--json", help="results JSON")] = None,
     csv_path: Annotated[Path | None, typer.Option("--csv")] = None,
     markdown_path: Annotated[Path | None, typer.Option("--markdown")] = None,
+    server_args: Annotated[str | None, typer.Option(
+        help='passed to every server, e.g. "--coalesce-records-per-send 4"')] = None,
 ) -> None:
     """Compare write strategies: throughput, latency, memory, syscalls, TLS records."""
     import os
@@ -248,6 +263,11 @@ def compare(
     cfg.driver, cfg.strace, cfg.alloc_probe = driver, not no_strace, not no_alloc
     cfg.baseline, cfg.threads, cfg.tls_mode = baseline, threads, tls_mode
     cfg.netns, cfg.mtu, cfg.rate, cfg.delay_ms = netns, mtu, rate, delay_ms
+    if server_args:
+        import shlex
+
+        cfg.server_args = shlex.split(server_args)
+        _check_server_args(cfg.server_args)
     cfg.validate()
     baseline = cfg.baseline
     for out in (json_path, csv_path, markdown_path):

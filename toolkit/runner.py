@@ -159,6 +159,7 @@ def collect_meta(cfg: CompareConfig, command: str) -> dict[str, Any]:
         # "timing" (--no-strace: the timing runs parse them).
         "tls_records_from": tls_records_from(cfg),
         "netns": cfg.netns,
+        "server_args": list(cfg.server_args),
     }
 
 

@@ -80,6 +80,7 @@ class ServerConfig:
     tls_version: str = "1.3"
     flush_bytes: int = 1 << 20
     dynamic_records: bool = False
+    coalesce_records_per_send: int = 1
     tracemalloc: bool = False
     stats_json: str | None = None
     # Protection limits (defaults close to nghttp2's; docs/limits.md, toolkit/guard.py).
@@ -117,6 +118,8 @@ class ServerConfig:
             raise UsageError("--tls-version must be 1.2 or 1.3")
         if not 0 <= self.port <= 65535:
             raise UsageError(f"--port must be 0..65535, not {self.port}")
+        if not 1 <= self.coalesce_records_per_send <= 1024:
+            raise UsageError("--coalesce-records-per-send must be 1..1024 (IOV_MAX)")
         if self.flush_bytes < 1:
             raise UsageError("--flush-bytes must be at least 1")
         if self.max_concurrent_streams < 1:
@@ -245,7 +248,9 @@ class Connection:
         self.loop = server.loop
         self.h2 = _CountingH2Connection(_h2_config())
         self.strategy: Strategy = make_strategy(self.cfg.strategy, tls=self.cfg.tls,
-                                                dynamic_records=self.cfg.dynamic_records)
+                                                dynamic_records=self.cfg.dynamic_records,
+                                                coalesce_records_per_send=(
+                                                    self.cfg.coalesce_records_per_send))
         self.writer = SocketWriter(sock, server.stats.counters)
         self.responses: dict[int, Response] = {}
         self.plan: Iterator[SocketCall] | None = None

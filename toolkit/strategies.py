@@ -197,6 +197,9 @@ class Coalesce(Strategy):
     With ``dynamic_records`` the first bytes of a connection go out in records of about
     one TCP segment, then full 16 KiB records (Go crypto/tls, h2o, nghttpx do this so
     the client can decrypt the first bytes before a whole 16 KiB record has arrived).
+
+    ``records_per_send`` (default 1) gathers the ciphertext of that many records into one
+    sendmsg: fewer syscalls for at most that many records of ciphertext held.
     """
 
     name = "coalesce"
@@ -205,9 +208,12 @@ class Coalesce(Strategy):
     small_record_bytes = 1369  # 1460-byte MSS minus TLS 1.3 overhead (22) and TCP options
     small_record_window_bytes = 128 * 1024  # Go: grow to full records after 128 KiB
 
-    def __init__(self, dynamic_records: bool = False) -> None:
+    def __init__(self, dynamic_records: bool = False, records_per_send: int = 1) -> None:
+        if not 1 <= records_per_send <= IOV_MAX:
+            raise ValueError(f"records_per_send must be 1..{IOV_MAX}")
         self._scratch = bytearray(TLS_MAX_RECORD_PLAINTEXT_BYTES)
         self.dynamic_records = dynamic_records
+        self.records_per_send = records_per_send
         self.plaintext_written_bytes = 0
 
     def reset_idle(self) -> None:
@@ -225,6 +231,7 @@ class Coalesce(Strategy):
     def plan_tls(self, segments: Sequence[Buffer]) -> Iterator[TlsStep]:
         scratch = memoryview(self._scratch)
         fill = 0
+        unsent = 0  # records written since the last flush
         limit = self._record_limit()
         for seg in segments:
             view = seg if isinstance(seg, memoryview) else memoryview(seg)
@@ -235,18 +242,22 @@ class Coalesce(Strategy):
                 fill += take
                 pos += take
                 if fill == limit:
-                    yield from self._emit(scratch, fill)
+                    unsent += 1
+                    yield from self._emit(scratch, fill, unsent >= self.records_per_send)
+                    unsent = 0 if unsent >= self.records_per_send else unsent
                     fill = 0
                     limit = self._record_limit()
-        if fill:
-            yield from self._emit(scratch, fill)
+        if fill or unsent:
+            yield from self._emit(scratch, fill, True)
 
-    def _emit(self, scratch: memoryview, fill: int) -> Iterator[TlsStep]:
+    def _emit(self, scratch: memoryview, fill: int, flush: bool) -> Iterator[TlsStep]:
         # The executor runs SSL_write before pulling the next step, so reusing the
-        # scratch buffer afterwards is safe; the ciphertext goes out record by record.
-        self.plaintext_written_bytes += fill
-        yield SslWrite(scratch[:fill])
-        yield CipherFlush("send")
+        # scratch buffer afterwards is safe.
+        if fill:
+            self.plaintext_written_bytes += fill
+            yield SslWrite(scratch[:fill])
+        if flush:
+            yield CipherFlush("send" if self.records_per_send == 1 else "sendmsg")
 
 
 STRATEGIES: dict[str, type[Strategy]] = {
@@ -255,7 +266,8 @@ STRATEGIES: dict[str, type[Strategy]] = {
 CLEARTEXT_STRATEGIES = tuple(n for n, c in STRATEGIES.items() if not c.tls_only)
 
 
-def make_strategy(name: str, *, tls: bool, dynamic_records: bool = False) -> Strategy:
+def make_strategy(name: str, *, tls: bool, dynamic_records: bool = False,
+                  coalesce_records_per_send: int = 1) -> Strategy:
     from toolkit.errors import UsageError
 
     cls = STRATEGIES.get(name)
@@ -264,7 +276,8 @@ def make_strategy(name: str, *, tls: bool, dynamic_records: bool = False) -> Str
     if cls.tls_only and not tls:
         raise UsageError(f"strategy {name!r} needs TLS (transport h2 / --tls)")
     if cls is Coalesce:
-        return Coalesce(dynamic_records=dynamic_records)
+        return Coalesce(dynamic_records=dynamic_records,
+                        records_per_send=coalesce_records_per_send)
     return cls()
 
 
