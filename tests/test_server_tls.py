@@ -93,12 +93,12 @@ def test_coalesce_allocates_under_64KiB_per_response_and_writev_one_sendmsg_per_
 
 
 def _capture_one_run(tmp_path, strategy: str, attempt: int):
-    from tls_probe.tshark import LoopbackCapture, count_tls_records
+    from tls_probe.tshark import LoopbackCapture, count_lost_segments, count_tls_records
 
     srv = ServerProcess(ServerOptions(strategy=strategy, tls=True, body_bytes=200000)).start()
     pcap = tmp_path / f"cap{attempt}.pcapng"
     try:
-        with LoopbackCapture(srv.port, pcap):
+        with LoopbackCapture(srv.port, pcap) as capture:
             load = run_load(LoadConfig(url=f"{srv.url}/", requests=20, connections=1,
                                        streams=2, insecure=True))
             srv.stop()
@@ -106,18 +106,21 @@ def _capture_one_run(tmp_path, strategy: str, attempt: int):
         srv.stop()
         srv.cleanup()
     assert load.failures == 0
-    return count_tls_records(pcap, srv.port), srv.final_stats["tls"], load
+    # A capture that dropped or missed segments cannot count records exactly.
+    clean = capture.dropped_packets == 0 and count_lost_segments(pcap, srv.port) == 0
+    return count_tls_records(pcap, srv.port), srv.final_stats["tls"], load, clean
 
 
 @pytest.mark.parametrize("strategy", TLS_STRATEGIES)
 def test_tshark_counts_exactly_the_records_the_server_and_client_report(tmp_path, strategy):
-    # Once in a few hundred runs of the whole suite, tshark's TCP reassembly of 64 KiB
-    # loopback (GRO) frames loses a 16 KiB record while server and client agree; such a
-    # capture is taken again. A server that miscounts would mismatch every time.
-    for attempt in (1, 2):
-        wire, tls, load = _capture_one_run(tmp_path, strategy, attempt)
+    # Now and then (twice in a few dozen full-suite runs) the capture misses a 16 KiB record
+    # while server and client agree: dumpcap dropped packets or tshark saw a segment
+    # missing. Such a capture is taken again (up to three); a server that miscounts
+    # would mismatch on clean captures every time.
+    for attempt in (1, 2, 3):
+        wire, tls, load, clean = _capture_one_run(tmp_path, strategy, attempt)
         seen = (wire.server_to_client.records, tls["records"], load.tls_records_received)
-        if seen[0] == seen[1] == seen[2] or attempt == 2 or seen[1] != seen[2]:
+        if seen[1] != seen[2] or (seen[0] == seen[1] and clean) or attempt == 3:
             break
     sizes = {int(k): v for k, v in tls["record_sizes"].items()}
     differ = {k: (wire.server_to_client.sizes.get(k, 0), sizes.get(k, 0))

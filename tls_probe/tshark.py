@@ -9,6 +9,7 @@ The parsing of tshark's field output is pure (`parse_record_fields`).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -121,6 +122,28 @@ def count_tls_records(pcap_path: str | Path, server_port: int) -> CaptureRecords
     return parse_record_fields(proc.stdout, server_port)
 
 
+_DROPPED = re.compile(r"Packets received/dropped on interface .*?: (\d+)/(\d+)")
+
+
+def dumpcap_dropped_packets(stderr_text: str) -> int | None:
+    """Dropped packets from dumpcap's exit report, summed over interfaces (None: no report)."""
+    found = _DROPPED.findall(stderr_text)
+    return sum(int(dropped) for _, dropped in found) if found else None
+
+
+def count_lost_segments(pcap_path: str | Path, server_port: int) -> int:
+    """TCP segments tshark sees missing from the capture ("previous segment not captured"):
+    a capture with any cannot be an exact record count, whatever the server did."""
+    tshark = require_tool("tshark")
+    cmd = [tshark, "-n", "-r", str(pcap_path), "-Y",
+           f"tcp.port=={server_port} && (tcp.analysis.lost_segment || "
+           "tcp.analysis.ack_lost_segment)", "-T", "fields", "-e", "frame.number"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    if proc.returncode != 0:
+        raise CaptureError(f"tshark failed on {pcap_path}: {proc.stderr.strip()[:500]}")
+    return sum(1 for line in proc.stdout.splitlines() if line.strip())
+
+
 class LoopbackCapture:
     """Capture TCP traffic of one port on the loopback interface into a pcap file.
 
@@ -136,6 +159,8 @@ class LoopbackCapture:
         self.interface = interface
         self._proc: subprocess.Popen[bytes] | None = None
         self._read_offset = 0
+        # Packets the kernel or dumpcap dropped, from dumpcap's report at exit (None: unknown).
+        self.dropped_packets: int | None = None
 
     def start(self, timeout_s: float = 15.0) -> None:
         dumpcap = require_tool("dumpcap", "tshark")
@@ -166,7 +191,7 @@ class LoopbackCapture:
         complete = self._wait_for_marker(b"end", timeout_s)
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=timeout_s)
+            _, err = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self._kill()
             raise CaptureError("dumpcap did not stop on SIGINT") from None
@@ -174,6 +199,7 @@ class LoopbackCapture:
             if proc.stderr is not None:
                 proc.stderr.close()
             self._proc = None
+        self.dropped_packets = dumpcap_dropped_packets(err.decode(errors="replace"))
         if not complete:
             raise CaptureError(f"dumpcap did not write the end of the capture to {self.pcap_path}")
 
