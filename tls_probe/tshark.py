@@ -116,10 +116,14 @@ def count_tls_records(pcap_path: str | Path, server_port: int) -> CaptureRecords
         "-e", "tls.record.content_type", "-e", "tls.record.opaque_type",
         "-e", "tls.record.length",
     ]  # fmt: skip
+    return parse_record_fields(_tshark_fields(cmd, pcap_path), server_port)
+
+
+def _tshark_fields(cmd: list[str], pcap_path: str | Path) -> str:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     if proc.returncode != 0:
         raise CaptureError(f"tshark failed on {pcap_path}: {proc.stderr.strip()[:500]}")
-    return parse_record_fields(proc.stdout, server_port)
+    return proc.stdout
 
 
 _DROPPED = re.compile(r"Packets received/dropped on interface .*?: (\d+)/(\d+)")
@@ -138,10 +142,7 @@ def count_lost_segments(pcap_path: str | Path, server_port: int) -> int:
     cmd = [tshark, "-n", "-r", str(pcap_path), "-Y",
            f"tcp.port=={server_port} && (tcp.analysis.lost_segment || "
            "tcp.analysis.ack_lost_segment)", "-T", "fields", "-e", "frame.number"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
-    if proc.returncode != 0:
-        raise CaptureError(f"tshark failed on {pcap_path}: {proc.stderr.strip()[:500]}")
-    return sum(1 for line in proc.stdout.splitlines() if line.strip())
+    return sum(1 for line in _tshark_fields(cmd, pcap_path).splitlines() if line.strip())
 
 
 class LoopbackCapture:

@@ -46,6 +46,7 @@ from toolkit.h2_zero_copy import ZeroCopyH2Connection
 from toolkit.memory import memory_report
 from toolkit.socket_writer import SendCounters, SocketWriter
 from toolkit.strategies import (
+    IOV_MAX,
     STRATEGIES,
     Buffer,
     Coalesce,
@@ -118,7 +119,7 @@ class ServerConfig:
             raise UsageError("--tls-version must be 1.2 or 1.3")
         if not 0 <= self.port <= 65535:
             raise UsageError(f"--port must be 0..65535, not {self.port}")
-        if not 1 <= self.coalesce_records_per_send <= 1024:
+        if not 1 <= self.coalesce_records_per_send <= IOV_MAX:
             raise UsageError("--coalesce-records-per-send must be 1..1024 (IOV_MAX)")
         if self.flush_bytes < 1:
             raise UsageError("--flush-bytes must be at least 1")
@@ -672,6 +673,14 @@ class Connection:
         self._flush_best_effort()
         self.close(None)
 
+    def tls_stats(self) -> Any:
+        """This connection's tls_probe.TlsStats, None without the probe. Under the lock: in
+        --threads mode a stream thread may be writing through the same counters."""
+        if self.tls is None or not self.cfg.tls_probe:
+            return None
+        with self.lock:
+            return self.tls.stats
+
     def close(self, reason: str | None) -> None:
         if self.closed:
             return
@@ -686,9 +695,8 @@ class Connection:
             self.loop.remove_reader(fd)
             if self.writing_registered:
                 self.loop.remove_writer(fd)
-        if self.tls is not None and self.cfg.tls_probe:
-            with self.lock:  # a stream thread may be mid-write (--threads)
-                st = self.tls.stats
+        st = self.tls_stats()
+        if st is not None:
             stats.tls_closed = st if stats.tls_closed is None else stats.tls_closed + st
         self.server.connections.discard(self)
         if self.window_open is not None:
@@ -842,11 +850,7 @@ class Server:
         return 404, memoryview(b"not found\n"), b"text/plain"
 
     def stats_dict(self) -> dict[str, Any]:
-        live = []
-        for c in list(self.connections):
-            if c.tls is not None and self.cfg.tls_probe:
-                with c.lock:  # stream threads write through the same counters (--threads)
-                    live.append(c.tls.stats)
+        live = [st for c in list(self.connections) if (st := c.tls_stats()) is not None]
         return self.stats.to_dict(live)
 
     def shutdown(self) -> None:

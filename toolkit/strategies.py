@@ -231,7 +231,7 @@ class Coalesce(Strategy):
     def plan_tls(self, segments: Sequence[Buffer]) -> Iterator[TlsStep]:
         scratch = memoryview(self._scratch)
         fill = 0
-        unsent = 0  # records written since the last flush
+        unsent = 0  # records written since the last flush (mod records_per_send)
         limit = self._record_limit()
         for seg in segments:
             view = seg if isinstance(seg, memoryview) else memoryview(seg)
@@ -242,9 +242,8 @@ class Coalesce(Strategy):
                 fill += take
                 pos += take
                 if fill == limit:
-                    unsent += 1
-                    yield from self._emit(scratch, fill, unsent >= self.records_per_send)
-                    unsent = 0 if unsent >= self.records_per_send else unsent
+                    unsent = (unsent + 1) % self.records_per_send
+                    yield from self._emit(scratch, fill, unsent == 0)
                     fill = 0
                     limit = self._record_limit()
         if fill or unsent:

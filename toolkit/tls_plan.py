@@ -9,12 +9,15 @@ into the outgoing memory BIO of a `tls_probe.MemoryBioTLS` (instrumented or not)
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 from toolkit.strategies import CipherFlush, SocketCall, SslWrite, TlsStep
 
+if TYPE_CHECKING:
+    from tls_probe import MemoryBioTLS
 
-def tls_socket_calls(tls: Any, steps: Iterator[TlsStep]) -> Iterator[SocketCall]:
+
+def tls_socket_calls(tls: MemoryBioTLS, steps: Iterator[TlsStep]) -> Iterator[SocketCall]:
     """Run the SSL_writes of a TLS plan; turn each CipherFlush into one socket call.
 
     Ciphertext is taken after every SSL_write, so `writev`/`chain` gather one buffer per
