@@ -3,12 +3,12 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEB_PKGS := strace nghttp2-client nghttp2-server tshark curl openssl iproute2 python3-venv
+DEB_PKGS := strace nghttp2-client nghttp2-server tshark curl openssl iproute2 python3-venv gcc python3-dev
 STAMP := $(VENV)/.installed
 
 .PHONY: setup compare test lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py tls_probe/_recordwalk.c
 	@if [ "$$(id -u)" = 0 ]; then \
 	  missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then \

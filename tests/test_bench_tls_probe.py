@@ -9,9 +9,15 @@ drain the outgoing BIO with take_ciphertext, once per flush:
   flush (check the flush's shape, count the write) weighs most here.
 
 `test_bench_tls_write_1mib` records each variant for the benchmark JSON. The asserted
-ratio comes from `test_instrumented_throughput_ratio`, which alternates the two variants
-round by round inside one benchmark, so that load from other processes on a shared
-machine hits both alike; it compares the medians of the per-variant round times.
+ratio comes from `test_instrumented_throughput_ratio`, which runs the two variants back
+to back inside one benchmark, alternating which goes first, so that load from other
+processes on a shared machine hits both alike: each round gives one ratio (plain time /
+instrumented time, the instrumented path's relative throughput) and the median of those
+is asserted (see `Interleaved`).
+
+Both run for the two counter paths: `c` (tls_probe/_recordwalk.c, what `make test`
+builds; the issue's target, >= 0.95, is asserted) and `py` (an install without a C
+compiler: slower per flush, guarded against regressions only, see PY_MIN_RATIO).
 
 `test_server_tls_path_ratio` measures the path the server runs for a 1 MiB response,
 per TLS strategy: the strategy's plan (`plan_tls`), its SSL_writes and flushes through
@@ -23,6 +29,7 @@ ratio per strategy is in extra_info; see SERVER_PATH_MIN_RATIO for what is asser
 
 from __future__ import annotations
 
+import functools
 import socket
 import statistics
 import subprocess
@@ -35,6 +42,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 
 from tls_probe import InstrumentedTLS, MemoryBioTLS, make_cert_bundle, make_client_context
 from tls_probe.certs import CertBundle, make_server_context
+from tls_probe.records import NATIVE_RECORD_TALLY
 from toolkit.h2_zero_copy import data_frame_header
 from toolkit.socket_writer import SendCounters, SocketWriter
 from toolkit.strategies import Buffer, make_strategy
@@ -43,11 +51,68 @@ from toolkit.tls_plan import tls_socket_calls
 WRITE_BYTES = 16384
 TOTAL_BYTES = 1 << 20
 WRITES_PER_FLUSH = {"flush1m": 64, "flush64k": 4, "per_write": 1}
-# Minimum throughput of the instrumented path relative to the uninstrumented one. The
-# issue asks for 0.95; with a non-PGO CPython on a shared 2-core VM the per-flush cost
-# measured 0.92-0.95 (flush64k) and 0.92-0.93 (per_write), so those two guard at 0.88.
-MIN_RATIO = {"flush1m": 0.95, "flush64k": 0.88, "per_write": 0.88}
+# Minimum throughput of the instrumented path relative to the uninstrumented one: the
+# issue's 0.95 with the C counter (measured 0.97-0.99 per_write, the worst case). The
+# pure-Python counter measured 0.88-0.90 per_write, 0.91-0.95 per flush of 64 KiB or
+# more (a few hundred ns of bytecode per flush against ~6 us of AES per 16 KiB): it
+# does not meet the target and is guarded against regressions only.
+MIN_RATIO = 0.95
+PY_MIN_RATIO = 0.82
 ROUNDS = 300
+COUNTERS = {"c": True, "py": False}
+
+
+def counter_path(name: str) -> Callable[..., InstrumentedTLS]:
+    if COUNTERS[name] and not NATIVE_RECORD_TALLY:
+        pytest.skip("tls_probe._recordwalk not built (test_tls_probe_native fails for that)")
+    return functools.partial(InstrumentedTLS, native=COUNTERS[name])
+
+
+class Interleaved:
+    """Two variants run back to back, alternating which goes first; each round's pair
+    of times gives one ratio, plain / counted: the counted variant's relative throughput.
+
+    The median of the per-round ratios is the estimate: a burst of load from elsewhere
+    lands on one round's pair (both variants alike, or one outlier the median ignores),
+    and slow drift cancels within a pair."""
+
+    ORDER = (("plain", "counted"), ("counted", "plain"))
+
+    def __init__(self, plain: Callable[[], None], counted: Callable[[], None]) -> None:
+        self.runs = {"plain": plain, "counted": counted}
+        self.times_s: dict[str, list[float]] = {"plain": [], "counted": []}
+        self.rounds = 0
+
+    def round(self) -> None:
+        for name in self.ORDER[self.rounds % 2]:
+            start = time.perf_counter()
+            self.runs[name]()
+            self.times_s[name].append(time.perf_counter() - start)
+        self.rounds += 1
+
+    def ratio(self) -> float:
+        return statistics.median(
+            p / c for p, c in zip(self.times_s["plain"], self.times_s["counted"], strict=True)
+        )
+
+    def checked_ratio(self, floor: float, extra_info: dict[str, object]) -> float:
+        """The ratio; when it is under `floor`, as many rounds again are run and the
+        ratio of all of them is the result (a noisy stretch on a shared machine is
+        diluted, a real cost is not: it is in every round)."""
+        ratio = first = self.ratio()
+        if ratio < floor:
+            for _ in range(self.rounds):
+                self.round()
+            ratio = self.ratio()
+        extra_info.update({
+            "throughput_ratio_median_of_rounds": ratio,
+            "first_take_ratio": first,
+            "rounds": self.rounds,
+            "plain_mbytes_per_s": TOTAL_BYTES / statistics.median(self.times_s["plain"]) / 1e6,
+            "instrumented_mbytes_per_s":
+                TOTAL_BYTES / statistics.median(self.times_s["counted"]) / 1e6,
+        })
+        return ratio
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +122,7 @@ def bundle() -> Iterator[CertBundle]:
     b.cleanup()
 
 
-def established(bundle: CertBundle, cls: type[MemoryBioTLS]) -> MemoryBioTLS:
+def established(bundle: CertBundle, cls: Callable[..., MemoryBioTLS]) -> MemoryBioTLS:
     server = cls(make_server_context(bundle=bundle)[0], server_side=True)
     client = MemoryBioTLS(
         make_client_context(bundle.ca_pem_path), server_side=False, server_hostname="localhost"
@@ -102,11 +167,11 @@ def check_counts(tls: InstrumentedTLS, rounds: int) -> None:
 
 
 @pytest.mark.parametrize("path", list(WRITES_PER_FLUSH))
-@pytest.mark.parametrize("cls", [MemoryBioTLS, InstrumentedTLS], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("variant", ["plain", "c", "py"])
 def test_bench_tls_write_1mib(
-    benchmark: BenchmarkFixture, bundle: CertBundle, cls: type[MemoryBioTLS], path: str
+    benchmark: BenchmarkFixture, bundle: CertBundle, variant: str, path: str
 ) -> None:
-    tls = established(bundle, cls)
+    tls = established(bundle, MemoryBioTLS if variant == "plain" else counter_path(variant))
     benchmark.group = f"tls-write-1MiB-{path}"
     benchmark.pedantic(write_1mib(tls, WRITES_PER_FLUSH[path]), rounds=ROUNDS, warmup_rounds=10)
     if isinstance(tls, InstrumentedTLS):
@@ -114,55 +179,32 @@ def test_bench_tls_write_1mib(
 
 
 @pytest.mark.parametrize("path", list(WRITES_PER_FLUSH))
+@pytest.mark.parametrize("counter", list(COUNTERS))
 def test_instrumented_throughput_ratio(
-    benchmark: BenchmarkFixture, bundle: CertBundle, path: str
+    benchmark: BenchmarkFixture, bundle: CertBundle, counter: str, path: str
 ) -> None:
-    plain = established(bundle, MemoryBioTLS)
-    counted = established(bundle, InstrumentedTLS)
+    counted = established(bundle, counter_path(counter))
     assert isinstance(counted, InstrumentedTLS)
-    runs = {
-        "plain": write_1mib(plain, WRITES_PER_FLUSH[path]),
-        "counted": write_1mib(counted, WRITES_PER_FLUSH[path]),
-    }
-    times_s: dict[str, list[float]] = {"plain": [], "counted": []}
-    order = [["plain", "counted"], ["counted", "plain"]]
-    rounds = 0
-
-    def both() -> None:
-        nonlocal rounds
-        for name in order[rounds % 2]:  # alternate who goes first
-            start = time.perf_counter()
-            runs[name]()
-            times_s[name].append(time.perf_counter() - start)
-        rounds += 1
-
+    runs = Interleaved(write_1mib(established(bundle, MemoryBioTLS), WRITES_PER_FLUSH[path]),
+                       write_1mib(counted, WRITES_PER_FLUSH[path]))
     benchmark.group = f"tls-write-1MiB-{path}-interleaved"
-    benchmark.pedantic(both, rounds=ROUNDS, warmup_rounds=10)
-    check_counts(counted, rounds)
-    median_ratio = statistics.median(times_s["plain"]) / statistics.median(times_s["counted"])
-    mean_ratio = statistics.fmean(times_s["plain"]) / statistics.fmean(times_s["counted"])
-    benchmark.extra_info.update(
-        {
-            "throughput_ratio_median": median_ratio,
-            "throughput_ratio_mean": mean_ratio,
-            "plain_mbytes_per_s": TOTAL_BYTES / statistics.median(times_s["plain"]) / 1e6,
-            "instrumented_mbytes_per_s": TOTAL_BYTES / statistics.median(times_s["counted"]) / 1e6,
-        }
-    )
-    assert median_ratio >= MIN_RATIO[path], (
-        f"{path}: instrumented at {median_ratio:.1%} of uninstrumented throughput (median), "
-        f"{mean_ratio:.1%} (mean)"
+    benchmark.pedantic(runs.round, rounds=ROUNDS, warmup_rounds=10)
+    floor = MIN_RATIO if COUNTERS[counter] else PY_MIN_RATIO
+    ratio = runs.checked_ratio(floor, benchmark.extra_info)
+    check_counts(counted, runs.rounds)
+    print(f"\n{counter} {path}: instrumented/plain throughput {ratio:.3f}")
+    assert ratio >= floor, (
+        f"{path}: instrumented ({counter} counter) at {ratio:.1%} of uninstrumented throughput "
+        f"(median of {runs.rounds} interleaved rounds)"
     )
 
 
 SERVER_PATH_ROUNDS = 300
-# The issue's target is 0.95. Measured on this 2-core VM (medians of 200-300 interleaved
-# responses): single 0.98-0.99, coalesce 0.96-0.97, cork/chain 0.92-0.95, split/writev
-# 0.92-0.94 (one take_ciphertext per SSL_write: 128 per 1 MiB response). An A/A run of
-# this harness (plain against plain) spreads 0.95-1.05, so 0.95 cannot be asserted
-# without flakes; the floor catches real regressions (a shape cache that misses on
-# alternating 31-byte/16 KiB flushes measured 0.51-0.67) and the ratio is in extra_info.
-SERVER_PATH_MIN_RATIO = 0.85
+# The issue's target, 0.95, for the C counter. Measured on this 2-core VM (median of 300
+# interleaved rounds): split 0.98-0.99, writev 0.97-1.00, cork 0.99, chain 0.98-0.99,
+# coalesce 1.00, single 1.00; an A/A run of the same harness (plain against plain):
+# 0.99-1.01. The Python counter measured 0.92-0.97 (one take_ciphertext per SSL_write:
+# 128 per 1 MiB response for split and writev) and is guarded at PY_MIN_RATIO.
 TLS_STRATEGIES = ["single", "split", "writev", "cork", "chain", "coalesce"]
 
 
@@ -200,16 +242,18 @@ def drained_socket() -> Iterator[Callable[[], socket.socket]]:
         reader.wait(10)
 
 
+@pytest.mark.parametrize("counter", list(COUNTERS))
 @pytest.mark.parametrize("strategy", TLS_STRATEGIES)
 def test_server_tls_path_ratio(
     benchmark: BenchmarkFixture,
     bundle: CertBundle,
     drained_socket: Callable[[], socket.socket],
     strategy: str,
+    counter: str,
 ) -> None:
     segs = response_segments()
     variants = {}
-    for name, cls in (("plain", MemoryBioTLS), ("counted", InstrumentedTLS)):
+    for name, cls in (("plain", MemoryBioTLS), ("counted", counter_path(counter))):
         tls = established(bundle, cls)
         writer = SocketWriter(drained_socket(), SendCounters())
         plan = make_strategy(strategy, tls=True).plan_tls
@@ -220,42 +264,26 @@ def test_server_tls_path_ratio(
                 assert writer.submit(call)  # blocking socket: written whole
 
         variants[name] = (tls, writer, respond)
-    times_s: dict[str, list[float]] = {"plain": [], "counted": []}
-    rounds = 0
-
-    def both() -> None:
-        nonlocal rounds
-        for name in (("plain", "counted"), ("counted", "plain"))[rounds % 2]:
-            respond = variants[name][2]
-            start = time.perf_counter()
-            respond()
-            times_s[name].append(time.perf_counter() - start)
-        rounds += 1
-
-    benchmark.group = "tls-server-path-1MiB-interleaved"
-    benchmark.pedantic(both, rounds=SERVER_PATH_ROUNDS, warmup_rounds=5)
+    runs = Interleaved(variants["plain"][2], variants["counted"][2])
+    benchmark.group = f"tls-server-path-1MiB-interleaved-{counter}"
+    benchmark.pedantic(runs.round, rounds=SERVER_PATH_ROUNDS, warmup_rounds=5)
+    floor = MIN_RATIO if COUNTERS[counter] else PY_MIN_RATIO
+    ratio = runs.checked_ratio(floor, benchmark.extra_info)
     counted = variants["counted"][0]
     assert isinstance(counted, InstrumentedTLS)
     # The counters saw every response: records as the shape dictates, bytes as sent.
     stats = counted.stats
-    responses = rounds  # warm-up rounds included: `both` counts them
+    responses = runs.rounds  # warm-up rounds included
     assert stats.ciphertext_bytes - stats.handshake_record_bytes == \
         variants["counted"][1].counters.bytes_sent
     assert stats.plaintext_bytes == responses * sum(map(len, segs))
     per_response = stats.application_records / responses
     assert per_response == {"single": 64, "coalesce": 65}.get(strategy, 128) or \
         (strategy in ("single", "coalesce") and per_response in (64, 65)), per_response
-    median_ratio = statistics.median(times_s["plain"]) / statistics.median(times_s["counted"])
-    benchmark.extra_info.update({
-        "strategy": strategy,
-        "throughput_ratio_median": median_ratio,
-        "plain_mbytes_per_s": TOTAL_BYTES / statistics.median(times_s["plain"]) / 1e6,
-        "instrumented_mbytes_per_s": TOTAL_BYTES / statistics.median(times_s["counted"]) / 1e6,
-        "records_per_response": per_response,
-    })
-    print(f"\n{strategy}: instrumented/plain throughput {median_ratio:.3f} "
+    benchmark.extra_info.update({"strategy": strategy, "records_per_response": per_response})
+    print(f"\n{strategy} ({counter}): instrumented/plain throughput {ratio:.3f} "
           f"({benchmark.extra_info['instrumented_mbytes_per_s']:.0f} vs "
           f"{benchmark.extra_info['plain_mbytes_per_s']:.0f} MB/s)")
-    assert median_ratio >= SERVER_PATH_MIN_RATIO, (
-        f"{strategy}: the server's TLS path with the probe runs at {median_ratio:.1%} of "
-        "its throughput without it")
+    assert ratio >= floor, (
+        f"{strategy}: the server's TLS path with the probe ({counter} counter) runs at "
+        f"{ratio:.1%} of its throughput without it (median of {runs.rounds} rounds)")

@@ -12,6 +12,8 @@ import time
 import psutil
 import pytest
 
+from tls_probe import RECORD_COUNTER
+
 CONTRACT_ROW_FIELDS = (
     "strategy transport body_bytes requests failures req_per_s mbytes_per_s latency_ms_p50 "
     "latency_ms_p90 latency_ms_p99 latency_ms_max cpu_s_per_request rss_delta_bytes "
@@ -191,6 +193,7 @@ def test_timing_runs_are_probe_free_and_records_still_come_without_strace():
         res = compare(["split"], ["h2"], ["256KiB"], requests=40, counting_requests=8,
                       repeat=1, driver="builtin", strace=strace, alloc_probe=False)
         assert res.meta["tls_records_from"] == ("counting" if strace else "timing")
+        assert res.meta["tls_record_counter"] == RECORD_COUNTER
         rows[strace] = res.rows[0]
         # What the timing servers said of themselves (/stats "tls_probe").
         assert rows[strace].timing_tls_probe is (not strace)

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from tls_probe import RECORD_COUNTER
 from toolkit.alloc_probe import measure_alloc_per_response
 from toolkit.body import expected_chunk
 from toolkit.h2_fetch import H2Fetcher, fetch
@@ -191,6 +192,7 @@ def test_no_tls_probe_serves_the_same_bytes_and_reports_nothing_it_did_not_count
         received[probe] = res.tls_records_received
         stats = srv.stats()
         assert stats["tls_mode"] == "membio" and stats["tls_probe"] is probe
+        assert stats["tls_record_counter"] == (RECORD_COUNTER if probe else None)
         assert stats["send_calls"]["send"] + stats["send_calls"]["sendmsg"] > 0
         if probe:
             assert stats["tls"]["records"] > 8 * FRAMES_PER_MIB

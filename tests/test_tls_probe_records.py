@@ -16,12 +16,19 @@ from tls_probe.records import (
     CHANGE_CIPHER_SPEC,
     HANDSHAKE,
     MAX_PAYLOAD_BYTES,
+    NATIVE_RECORD_TALLY,
     Record,
     RecordCounter,
     RecordLayerError,
     RecordParser,
 )
 from toolkit.errors import WriteshapeError
+
+# Every counter test runs on both paths: the C tally and the pure-Python one (the C one
+# is built by `make test`; tests/test_tls_probe_native.py fails when it is not).
+COUNTER_PATHS = pytest.mark.parametrize(
+    "native", [False, *([True] if NATIVE_RECORD_TALLY else [])], ids=lambda n: "c" if n else "py"
+)
 
 HYPOTHESIS = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -206,16 +213,18 @@ def test_any_chunking_of_a_real_openssl_stream_gives_the_same_records(
         assert parser.error is None and not parser.in_record
 
 
+@COUNTER_PATHS
 @HYPOTHESIS
 @given(data=st.data())
 def test_counter_totals_do_not_depend_on_chunking(
+    native: bool,
     real_stream: tuple[bytes, bytes, int, int], data: st.DataObject
 ) -> None:
     stream, _, boundary, handshake_records = real_stream
     expected = reference_records(stream)
     cuts = sorted(set(data.draw(st.lists(st.integers(0, len(stream)), max_size=40))))
     mark_after = data.draw(st.integers(0, len(cuts)))  # told early, on time or late
-    counter = RecordCounter()
+    counter = RecordCounter(native=native)
     prev = 0
     for i, cut in enumerate([*cuts, len(stream)]):
         if i == mark_after:
@@ -233,16 +242,19 @@ def test_counter_totals_do_not_depend_on_chunking(
     assert sum(counter.by_type.values()) == len(expected)
 
 
+@COUNTER_PATHS
 @HYPOTHESIS
 @given(chunks=st.lists(st.binary(max_size=300), max_size=20))
-def test_arbitrary_bytes_never_crash_and_every_byte_is_accounted(chunks: list[bytes]) -> None:
+def test_arbitrary_bytes_never_crash_and_every_byte_is_accounted(
+    native: bool, chunks: list[bytes]
+) -> None:
     parser = RecordParser()
     records = [r for chunk in chunks for r in parser.feed(chunk)]
     total = sum(len(c) for c in chunks)
     assert parser.bytes_fed == total
     parsed = sum(r.wire_bytes for r in records)
     assert parsed + parser.buffered_bytes + parser.unparsed_bytes == total
-    counter = RecordCounter()
+    counter = RecordCounter(native=native)
     for chunk in chunks:
         counter.feed(chunk)
     assert counter.records == len(records)
@@ -268,8 +280,9 @@ def test_generated_streams_with_repeats_parse_exactly(
 # -- counter ---------------------------------------------------------------------------------
 
 
-def test_counter_fast_path_matches_parsed_totals() -> None:
-    counter = RecordCounter()
+@COUNTER_PATHS
+def test_counter_fast_path_matches_parsed_totals(native: bool) -> None:
+    counter = RecordCounter(native=native)
     counter.feed(rec(HANDSHAKE, 50))
     counter.mark_application_phase()
     for _ in range(5):
@@ -288,7 +301,7 @@ def test_counter_fast_path_matches_parsed_totals() -> None:
 
 def test_alternating_flush_shapes_all_take_the_fast_path() -> None:
     """split over TLS: a 31-byte record (frame header), then a 16 KiB one, alternating."""
-    counter = RecordCounter()
+    counter = RecordCounter(native=False)  # the Python path's shape cache
     counter.mark_application_phase(0)
     small, big = rec(APPLICATION_DATA, 26), rec(APPLICATION_DATA, 16401)
     for _ in range(100):
@@ -301,7 +314,7 @@ def test_alternating_flush_shapes_all_take_the_fast_path() -> None:
 
 
 def test_a_chunk_that_starts_mid_record_never_matches_a_shape() -> None:
-    counter = RecordCounter()
+    counter = RecordCounter(native=False)  # the Python path's shape cache
     counter.mark_application_phase(0)
     plain = rec(APPLICATION_DATA, 95)
     one = plain[:50] + plain[:5] + plain[55:]  # 100 bytes; its header repeats at offset 50
@@ -316,6 +329,7 @@ def test_a_chunk_that_starts_mid_record_never_matches_a_shape() -> None:
     assert counter.records == 3 and counter.record_bytes == counter.bytes_fed == 300
 
 
+@COUNTER_PATHS
 @HYPOTHESIS
 @given(
     shapes=st.lists(st.lists(st.tuples(st.sampled_from([ALERT, HANDSHAKE, APPLICATION_DATA]),
@@ -324,12 +338,13 @@ def test_a_chunk_that_starts_mid_record_never_matches_a_shape() -> None:
     picks=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 2)), max_size=60),
 )
 def test_fast_path_counts_equal_a_full_parse_for_any_sequence_of_flushes(
+    native: bool,
     shapes: list[list[int]], picks: list[tuple[int, int]]
 ) -> None:
     # Flushes drawn from a few shapes (as a server's are), sometimes cut in two: the
     # counter's totals must equal a plain parse of the same stream, whatever hits.
     flushes = [b"".join(rec(t, n) for t, n in shape) for shape in shapes]
-    counter = RecordCounter()
+    counter = RecordCounter(native=native)
     counter.mark_application_phase(0)
     stream = b""
     fed = 0
@@ -356,25 +371,32 @@ def test_fast_path_counts_equal_a_full_parse_for_any_sequence_of_flushes(
     assert not counter.in_record
 
 
-def test_mark_at_an_earlier_offset_reclassifies_records_already_counted() -> None:
+@COUNTER_PATHS
+def test_mark_at_an_earlier_offset_reclassifies_records_already_counted(native: bool) -> None:
     # A client's BIO may hold bytes OpenSSL has not consumed when its handshake completes.
-    counter = RecordCounter()
+    counter = RecordCounter(native=native)
     counter.feed(rec(HANDSHAKE, 95) + rec(APPLICATION_DATA, 26) * 2)
     counter.mark_application_phase(100)
     assert (counter.handshake_records, counter.application_records) == (1, 2)
 
 
-def test_mark_at_a_later_offset_keeps_queued_handshake_records_in_the_handshake() -> None:
+@COUNTER_PATHS
+def test_mark_at_a_later_offset_keeps_queued_handshake_records_in_the_handshake(
+    native: bool,
+) -> None:
     # A server's outgoing BIO still holds its last handshake flight when the handshake ends.
-    counter = RecordCounter()
+    counter = RecordCounter(native=native)
     counter.mark_application_phase(100)
     counter.feed(rec(HANDSHAKE, 45) + rec(HANDSHAKE, 45) + rec(APPLICATION_DATA, 26))
     assert (counter.handshake_records, counter.application_records) == (2, 1)
     assert counter.application_record_bytes == 31
 
 
-def test_unmarked_counter_keeps_every_record_in_the_handshake_phase_with_bounded_memory() -> None:
-    counter = RecordCounter()
+@COUNTER_PATHS
+def test_unmarked_counter_keeps_every_record_in_the_handshake_phase_with_bounded_memory(
+    native: bool,
+) -> None:
+    counter = RecordCounter(native=native)
     for _ in range(3000):
         counter.feed(rec(APPLICATION_DATA, 10))
     assert counter.handshake_records == 3000
@@ -383,8 +405,9 @@ def test_unmarked_counter_keeps_every_record_in_the_handshake_phase_with_bounded
     assert (counter.handshake_records, counter.application_records) == (2997, 3)
 
 
-def test_counter_on_garbage_reports_the_error_without_raising() -> None:
-    counter = RecordCounter()
+@COUNTER_PATHS
+def test_counter_on_garbage_reports_the_error_without_raising(native: bool) -> None:
+    counter = RecordCounter(native=native)
     counter.feed(b"GET / HTTP/1.1\r\n\r\n")
     assert counter.records == 0
     assert counter.error is not None and "content type 71" in counter.error

@@ -1,8 +1,9 @@
 """TLS records made visible: a pure record-layer parser, an instrumented memory-BIO TLS
 connection, throwaway certificates, and a tshark adapter used as the oracle.
 
-Pure core: `records` (parser, counter). Adapters: `bio` (OpenSSL via ssl.SSLObject),
-`certs` (trustme), `tshark` (dumpcap/tshark subprocesses).
+Pure core: `records` (parser, counter; its hot path in C, `_recordwalk.c`, when built).
+Adapters: `bio` (OpenSSL via ssl.SSLObject), `certs` (trustme), `tshark` (dumpcap/tshark
+subprocesses).
 """
 
 from tls_probe.bio import (
@@ -17,6 +18,8 @@ from tls_probe.bio import (
 from tls_probe.certs import CertBundle, make_cert_bundle, make_client_context, make_server_context
 from tls_probe.records import (
     CONTENT_TYPE_NAMES,
+    NATIVE_RECORD_TALLY,
+    RECORD_COUNTER,
     Record,
     RecordCounter,
     RecordLayerError,
@@ -25,6 +28,8 @@ from tls_probe.records import (
 
 __all__ = [
     "CONTENT_TYPE_NAMES",
+    "NATIVE_RECORD_TALLY",
+    "RECORD_COUNTER",
     "CertBundle",
     "InstrumentedTLS",
     "MemoryBioTLS",

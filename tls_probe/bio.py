@@ -20,10 +20,16 @@ them per connection, log one line and keep serving:
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from tls_probe.records import CONTENT_TYPE_NAMES, Buffer, RecordCounter
+from tls_probe.records import (
+    CONTENT_TYPE_NAMES,
+    NATIVE_RECORD_TALLY,
+    Buffer,
+    RecordCounter,
+)
 from toolkit.errors import WriteshapeError
 
 
@@ -57,7 +63,13 @@ def _reason(exc: ssl.SSLError) -> str:
 class MemoryBioTLS:
     """One TLS connection over memory BIOs, uninstrumented (the baseline)."""
 
-    __slots__ = ("_in", "_out", "_ssl", "handshake_done", "server_side")
+    __slots__ = ("_in", "_out", "_ssl", "_ssl_write", "handshake_done", "server_side",
+                 "take_ciphertext")
+
+    # Drain the outgoing BIO: the bytes to send (b"" when there are none). An attribute, not
+    # a method: the BIO's own read (no Python frame per flush); InstrumentedTLS puts its
+    # counting read here.
+    take_ciphertext: Callable[[], bytes]
 
     def __init__(
         self, ctx: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None
@@ -67,6 +79,10 @@ class MemoryBioTLS:
         self._ssl = ctx.wrap_bio(
             self._in, self._out, server_side=server_side, server_hostname=server_hostname
         )
+        # SSL_write itself: ssl.SSLObject.write is a Python wrapper around the C method of
+        # its `_sslobj`; one Python frame less per SSL_write, with or without the probe.
+        self._ssl_write: Callable[[Buffer], int] = getattr(self._ssl, "_sslobj", self._ssl).write
+        self.take_ciphertext = self._out.read
         self.server_side = server_side
         self.handshake_done = False
 
@@ -155,7 +171,7 @@ class MemoryBioTLS:
     def write_plaintext(self, buf: Buffer) -> int:
         """Exactly one SSL_write of `buf` (OpenSSL cuts records of at most 16 KiB)."""
         try:
-            return self._ssl.write(buf)
+            return self._ssl_write(buf)
         except ssl.SSLError as exc:
             raise self._write_error(exc) from exc
 
@@ -167,10 +183,6 @@ class MemoryBioTLS:
         if isinstance(exc, ssl.SSLEOFError):
             return TlsClosedError("write after the peer closed the connection", clean=False)
         return TlsProtocolError(f"SSL_write failed: {_reason(exc)}; close the connection")
-
-    def take_ciphertext(self) -> bytes:
-        """Drain the outgoing BIO: the bytes to send (b"" when there are none)."""
-        return self._out.read()
 
     @property
     def pending_ciphertext_bytes(self) -> int:
@@ -266,6 +278,48 @@ class TlsStats:
         return out
 
 
+if NATIVE_RECORD_TALLY:
+    from tls_probe._recordwalk import CountingTake, CountingWrite
+
+
+class _PyCountingWrite:
+    """CountingWrite (tls_probe/_recordwalk.c) for an install without the C part."""
+
+    __slots__ = ("calls", "total", "write")
+
+    def __init__(self, write: Callable[[Buffer], int]) -> None:
+        self.write = write
+        self.calls = 0
+        self.total = 0
+
+    def counted_write(self, buf: Buffer) -> int:
+        n = self.write(buf)
+        self.calls += 1
+        self.total += n
+        return n
+
+
+class _PyCountingTake:
+    """CountingTake (tls_probe/_recordwalk.c) for an install without the C part: the
+    counter's shape check inlined (RecordCounter), the parser for the rest."""
+
+    __slots__ = ("feed", "read", "shapes_get")
+
+    def __init__(self, read: Callable[[], bytes], counter: RecordCounter) -> None:
+        self.read = read
+        self.shapes_get = counter.shapes.get  # the dict is kept, never replaced
+        self.feed = counter.feed
+
+    def counted_read(self) -> bytes:
+        data = self.read()
+        shape = self.shapes_get(len(data))
+        if shape is not None and shape.headers_of(data) == shape.headers:
+            shape.hits += 1
+        elif data:
+            self.feed(data)
+        return data
+
+
 class InstrumentedTLS(MemoryBioTLS):
     """MemoryBioTLS that counts SSL_writes, flushes and records in both directions.
 
@@ -275,40 +329,35 @@ class InstrumentedTLS(MemoryBioTLS):
     tickets on the server; on a client those tickets arrive later and count as
     application-phase records)."""
 
-    __slots__ = ("_sent_shapes_get", "_writes_and_bytes", "received", "sent")
+    __slots__ = ("_counting_write", "received", "sent")
 
     def __init__(
-        self, ctx: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None
+        self,
+        ctx: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+        native: bool | None = None,
     ) -> None:
+        """`native`: count records in C (default: when tls_probe._recordwalk was built)."""
         super().__init__(ctx, server_side=server_side, server_hostname=server_hostname)
-        self.sent = RecordCounter()
-        self._sent_shapes_get = self.sent.shapes.get  # the dict is kept, never replaced
-        self.received = RecordCounter()
-        self._writes_and_bytes = 0
+        self.sent = RecordCounter(native=native)
+        self.received = RecordCounter(native=native)
+        # The hot path of a server: every SSL_write and every take of ciphertext is counted
+        # inside one call, in C when built (the Python twins below do the same, slower).
+        self._counting_write: CountingWrite | _PyCountingWrite
+        if self.sent.native:
+            self._counting_write = CountingWrite(self._ssl_write)
+            self._ssl_write = self._counting_write
+            self.take_ciphertext = CountingTake(self._out.read, self.sent.tally, self.sent.feed)
+        else:
+            self._counting_write = _PyCountingWrite(self._ssl_write)
+            self._ssl_write = self._counting_write.counted_write
+            self.take_ciphertext = _PyCountingTake(self._out.read, self.sent).counted_read
 
     def feed_ciphertext(self, data: Buffer) -> None:
         self._in.write(data)
         self.received.feed(data)
-
-    def write_plaintext(self, buf: Buffer) -> int:
-        try:
-            n = self._ssl.write(buf)
-        except ssl.SSLError as exc:
-            raise self._write_error(exc) from exc
-        # One add counts both: SSL_writes above bit 48, plaintext bytes below (256 TiB).
-        self._writes_and_bytes += n + (1 << 48)
-        return n
-
-    def take_ciphertext(self) -> bytes:
-        data = self._out.read()
-        # RecordCounter.feed's fast path, inlined (the hot path of a server): a flush shaped
-        # like an earlier one costs a dict lookup, one itemgetter call and an increment.
-        shape = self._sent_shapes_get(len(data))
-        if shape is not None and shape.headers_of(data) == shape.headers:
-            shape.hits += 1
-        elif data:
-            self.sent.feed(data)
-        return data
 
     def _handshake_completed(self) -> None:
         # Whatever is still queued out was written by the handshake; whatever is fed but
@@ -321,11 +370,11 @@ class InstrumentedTLS(MemoryBioTLS):
 
     @property
     def ssl_writes(self) -> int:
-        return self._writes_and_bytes >> 48
+        return self._counting_write.calls
 
     @property
     def plaintext_bytes(self) -> int:
-        return self._writes_and_bytes & ((1 << 48) - 1)
+        return self._counting_write.total
 
     @property
     def stats(self) -> TlsStats:

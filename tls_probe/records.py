@@ -15,9 +15,17 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from toolkit.errors import WriteshapeError
+
+try:  # the C tally (tls_probe/_recordwalk.c), built when a compiler was at hand
+    from tls_probe._recordwalk import RecordTally as _NativeTally
+except ImportError:  # pragma: no cover - the pure-Python path counts alone
+    _NativeTally = None
+# Whether RecordCounter counts whole-record chunks in C (the default when built).
+NATIVE_RECORD_TALLY = _NativeTally is not None
+RECORD_COUNTER = "c" if NATIVE_RECORD_TALLY else "python"  # as /stats and compare's meta say
 
 CHANGE_CIPHER_SPEC = 20
 ALERT = 21
@@ -237,12 +245,18 @@ class RecordCounter:
     `mark_application_phase`) count as handshake records; until it is marked, every
     record is in the handshake phase.
 
-    The sending side of tls_probe.bio feeds one chunk per flush, and a server's flushes
-    repeat: the same few shapes (a 31-byte record for a frame header, a 16 KiB record, a
-    whole 1 MiB flush), flush after flush, often alternating. The counter remembers up to
-    `_MAX_SHAPES` of them by length (`shapes`); a chunk whose length is known and whose
-    header bytes match has the same records, which a dict lookup, one itemgetter call
-    and a comparison establish. Hits are folded into the totals when those are read.
+    The sending side of tls_probe.bio feeds one chunk per flush, and after the handshake
+    each flush is a run of whole records. Two fast paths count such a chunk without the
+    parser; `fast_feed(chunk)` is the one in use (True: counted; False: call `feed`):
+    - native (`NATIVE_RECORD_TALLY`, the default when built): the C `RecordTally` walks
+      the headers of any chunk of whole records in a few instructions per record;
+    - Python: a server's flushes repeat (a 31-byte record for a frame header, a 16 KiB
+      record, a whole 1 MiB flush), often alternating, so the counter remembers up to
+      `_MAX_SHAPES` of them by length (`shapes`); a chunk whose length is known and whose
+      header bytes match has the same records, which a dict lookup, one itemgetter call
+      and a comparison establish.
+    Either applies only between records in the application phase (the parser handles
+    the rest), and is folded into the totals whenever those are read.
     """
 
     __slots__ = (
@@ -252,12 +266,17 @@ class RecordCounter:
         "_handshake_records",
         "_offset",
         "_parser",
+        "_tally",
         "_unclassified",
         "chunks",
+        "fast_feed",
         "shapes",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, *, native: bool | None = None) -> None:
+        """`native`: count whole-record chunks in C (default: when it was built)."""
+        if native and _NativeTally is None:
+            raise RuntimeError("tls_probe._recordwalk was not built (no C compiler at install)")
         self._parser = RecordParser()
         self._by_key: dict[tuple[int, int], int] = {}  # (content type, wire bytes) -> records
         self._offset = 0  # stream offset where the next record starts
@@ -268,34 +287,60 @@ class RecordCounter:
         # Fast path (application phase, between records only): chunk length -> its shape.
         self.shapes: dict[int, FlushShape] = {}
         self.chunks = 0  # non-empty chunks fed (a flush on the sending side)
+        use_native = NATIVE_RECORD_TALLY if native is None else native
+        self._tally = _NativeTally() if use_native and _NativeTally is not None else None
+        self.fast_feed: Callable[[Buffer], bool] = (
+            self._tally.feed if self._tally is not None else self._shape_hit
+        )
+
+    @property
+    def native(self) -> bool:
+        """Whether whole-record chunks are counted in C."""
+        return self._tally is not None
+
+    @property
+    def tally(self) -> Any:
+        """The C RecordTally behind `fast_feed` (None on the Python path)."""
+        return self._tally
 
     # -- feeding ---------------------------------------------------------------------------
 
-    def feed(self, chunk: Buffer) -> None:
+    def _shape_hit(self, chunk: Buffer) -> bool:
         shape = self.shapes.get(len(chunk))
         if shape is not None and shape.headers_of(chunk) == shape.headers:
             shape.hits += 1
+            return True
+        return False
+
+    def feed(self, chunk: Buffer) -> None:
+        if self.fast_feed(chunk) or not len(chunk):
             return
-        if not len(chunk):
-            return
-        self._fold_shapes()
+        self._fold()
         self.chunks += 1
         parser = self._parser
-        shape_ok = (
+        shape_ok = self._between_application_records()
+        start = self._offset
+        runs = parser.feed_runs(chunk)
+        for record, count in runs:
+            self._add(record.content_type, record.wire_bytes, count)
+        if self._tally is not None:
+            self._tally.armed = self._between_application_records()
+        elif parser.in_record or parser.error is not None:
+            # Shapes assume that a chunk starts at a record header: not the next one.
+            self.shapes.clear()
+        elif shape_ok:
+            self._remember_shape(chunk, start, runs)
+
+    def _between_application_records(self) -> bool:
+        """The next chunk starts at a record header in the application phase (what a fast
+        path assumes: its records are all application records)."""
+        parser = self._parser
+        return (
             parser.error is None
             and not parser.in_record
             and self._boundary is not None
             and self._offset >= self._boundary
         )
-        start = self._offset
-        runs = parser.feed_runs(chunk)
-        for record, count in runs:
-            self._add(record.content_type, record.wire_bytes, count)
-        if parser.in_record or parser.error is not None:
-            # Shapes assume that a chunk starts at a record header: not the next one.
-            self.shapes.clear()
-        elif shape_ok:
-            self._remember_shape(chunk, start, runs)
 
     def _remember_shape(self, chunk: Buffer, start: int, runs: list[tuple[Record, int]]) -> None:
         if sum(count for _, count in runs) > _MAX_SHAPE_RECORDS:
@@ -318,7 +363,19 @@ class RecordCounter:
             self.shapes.clear()  # hits were folded by feed; an odd workload relearns
         self.shapes[len(chunk)] = FlushShape(getter, headers, list(tally.items()), len(chunk))
 
-    def _fold_shapes(self) -> None:
+    def _fold(self) -> None:
+        """Add what the fast path counted to the totals."""
+        tally = self._tally
+        if tally is not None:
+            if tally.pending:
+                fed, chunks, records = tally.drain()
+                by_key = self._by_key
+                for ctype, wire, count in records:
+                    by_key[(ctype, wire)] = by_key.get((ctype, wire), 0) + count
+                self._offset += fed
+                self._parser.bytes_fed += fed
+                self.chunks += chunks
+            return
         for shape in self.shapes.values():
             hits = shape.hits
             if hits:
@@ -356,7 +413,7 @@ class RecordCounter:
         application-phase records. Only the first call counts."""
         if self._boundary is not None:
             return
-        self._fold_shapes()
+        self._fold()
         boundary = self.bytes_fed if at_offset is None else max(0, at_offset)
         self._boundary = boundary
         for start, wire in self._unclassified:
@@ -364,12 +421,14 @@ class RecordCounter:
                 self._handshake_records += 1
                 self._handshake_bytes += wire
         self._unclassified = []
+        if self._tally is not None:
+            self._tally.armed = self._between_application_records()
 
     # -- reading ---------------------------------------------------------------------------
 
     @property
     def parser(self) -> RecordParser:
-        self._fold_shapes()
+        self._fold()
         return self._parser
 
     @property
@@ -382,18 +441,18 @@ class RecordCounter:
 
     @property
     def records(self) -> int:
-        self._fold_shapes()
+        self._fold()
         return sum(self._by_key.values())
 
     @property
     def record_bytes(self) -> int:
         """Wire bytes of complete records, 5-byte headers included."""
-        self._fold_shapes()
+        self._fold()
         return sum(wire * count for (_, wire), count in self._by_key.items())
 
     @property
     def by_type(self) -> dict[int, int]:
-        self._fold_shapes()
+        self._fold()
         out: dict[int, int] = {}
         for (ctype, _), count in self._by_key.items():
             out[ctype] = out.get(ctype, 0) + count
@@ -402,7 +461,7 @@ class RecordCounter:
     @property
     def sizes(self) -> dict[int, int]:
         """Histogram of record wire sizes: size -> records (at most 18,437 distinct keys)."""
-        self._fold_shapes()
+        self._fold()
         out: dict[int, int] = {}
         for (_, wire), count in self._by_key.items():
             out[wire] = out.get(wire, 0) + count
@@ -410,17 +469,17 @@ class RecordCounter:
 
     @property
     def by_type_and_size(self) -> dict[tuple[int, int], int]:
-        self._fold_shapes()
+        self._fold()
         return dict(self._by_key)
 
     @property
     def handshake_records(self) -> int:
-        self._fold_shapes()
+        self._fold()
         return self._handshake_records + len(self._unclassified)
 
     @property
     def handshake_record_bytes(self) -> int:
-        self._fold_shapes()
+        self._fold()
         return self._handshake_bytes + sum(wire for _, wire in self._unclassified)
 
     @property

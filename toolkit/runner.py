@@ -27,6 +27,7 @@ from typing import Any
 
 import psutil
 
+from tls_probe.records import RECORD_COUNTER
 from toolkit.alloc_probe import measure_alloc_per_response
 from toolkit.errors import UsageError, WriteshapeError
 from toolkit.rows import CountingSample, ResultRow, TimingSample, build_row
@@ -158,6 +159,9 @@ def collect_meta(cfg: CompareConfig, command: str) -> dict[str, Any]:
         # Where the TLS records come from: "counting" (timing runs are probe-free) or
         # "timing" (--no-strace: the timing runs parse them).
         "tls_records_from": tls_records_from(cfg),
+        # The probe's record counter in this install: "c" (tls_probe/_recordwalk.c) or
+        # "python" (no compiler at install: a few % more per flush in a timing run).
+        "tls_record_counter": RECORD_COUNTER,
         "netns": cfg.netns,
         "server_args": list(cfg.server_args),
     }

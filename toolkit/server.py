@@ -163,6 +163,14 @@ class ServerStats:
     tls_closed: Any = None  # tls_probe.TlsStats of closed connections, summed
     tcp_reader: ClosingSocketReader | None = None
 
+    def _record_counter(self) -> str | None:
+        """Which record counter the probe runs: "c" or "python" (None: no probe)."""
+        if self.transport != "h2" or self.tls_mode != "membio" or not self.tls_probe:
+            return None
+        from tls_probe.records import RECORD_COUNTER
+
+        return RECORD_COUNTER
+
     def to_dict(self, live_tls: list[Any]) -> dict[str, Any]:
         tls: dict[str, Any] | None = None
         if self.transport == "h2":
@@ -183,6 +191,7 @@ class ServerStats:
             "transport": self.transport,
             "tls_mode": self.tls_mode,
             "tls_probe": self.tls_probe if self.tls_mode == "membio" else None,
+            "tls_record_counter": self._record_counter(),
             "responses": self.responses,
             "requests": self.requests,
             "bytes_sent": self.counters.bytes_sent,
