@@ -18,7 +18,11 @@ $(STAMP): pyproject.toml setup.py tls_probe/_recordwalk.c
 	fi
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	rm -f tls_probe/_recordwalk*.so  # a failed rebuild must not leave the old one in use
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	@$(BIN)/python -c 'import tls_probe._recordwalk' 2>/dev/null || echo "note: the C record \
+	counter was not built (no C compiler or Python headers?): the TLS probe runs its slower \
+	pure-Python path (tls_record_counter: python)"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -6,6 +6,7 @@ they pass through and nothing else. References are not leaked either way."""
 
 from __future__ import annotations
 
+import gc
 import shutil
 import struct
 import sys
@@ -258,3 +259,38 @@ def test_c_and_python_paths_count_a_real_connection_alike() -> None:
     bundle.cleanup()
     assert stats[True] == stats[False]
     assert stats[True][-1][16384 + 22] > 0 and stats[True][-1][9 + 22] > 0
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["c", "py"])
+def test_counters_and_connections_are_freed_without_the_cycle_collector(native: bool) -> None:
+    # A counter or connection in a reference cycle lives until the collector runs, which
+    # benchmarks switch off (--benchmark-disable-gc): thousands of connections would pile up.
+    bundle = make_cert_bundle()
+    ctx = make_server_context(bundle=bundle)[0]
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(50):
+            counter = RecordCounter(native=native)
+            counter.mark_application_phase(0)
+            counter.feed(rec(APPLICATION_DATA, 26))
+            InstrumentedTLS(ctx, server_side=True, native=native)
+        del counter
+        unreachable = gc.collect()
+    finally:
+        gc.enable()
+        bundle.cleanup()
+    assert unreachable == 0
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["c", "py"])
+def test_memoryviews_of_any_item_size_count_in_bytes(native: bool) -> None:
+    stream = rec(APPLICATION_DATA, 26) * 8  # 248 bytes
+    counter = RecordCounter(native=native)
+    counter.mark_application_phase(0)
+    counter.feed(memoryview(stream[:120]).cast("I"))  # 30 items of 4 bytes, ends mid-record
+    counter.feed(memoryview(stream[120:240]).cast("B", (2, 60)))  # 2 rows of 60 bytes
+    counter.feed(memoryview(stream[240:]).cast("H"))
+    counter.feed(memoryview(stream[:124]).cast("I"))  # whole records (the C tally's case)
+    assert counter.bytes_fed == 248 + 124
+    assert counter.sizes == {31: 12} and not counter.in_record

@@ -48,6 +48,14 @@ typedef struct {
     uint64_t count;
 } Run;
 
+/* Fibonacci hashing, folded so that the content type (the key's high bits) counts too. */
+static size_t
+slot_of(uint32_t key, Py_ssize_t capacity)
+{
+    uint32_t h = key * 2654435761u;
+    return (size_t)(h ^ (h >> 16)) & (size_t)(capacity - 1);
+}
+
 static int
 tally_grow(RecordTally *self)
 {
@@ -61,7 +69,7 @@ tally_grow(RecordTally *self)
         Slot s = self->slots[i];
         if (s.key == 0)
             continue;
-        size_t j = (s.key * 2654435761u) & (size_t)(new_capacity - 1);
+        size_t j = slot_of(s.key, new_capacity);
         while (fresh[j].key != 0)
             j = (j + 1) & (size_t)(new_capacity - 1);
         fresh[j] = s;
@@ -77,7 +85,7 @@ tally_add(RecordTally *self, uint32_t key, uint64_t count)
 {
     /* The caller made room: the table is at most half full after this add. */
     size_t mask = (size_t)(self->capacity - 1);
-    size_t j = (key * 2654435761u) & mask;
+    size_t j = slot_of(key, self->capacity);
     while (self->slots[j].key != 0 && self->slots[j].key != key)
         j = (j + 1) & mask;
     if (self->slots[j].key == 0) {
@@ -155,6 +163,7 @@ static PyObject *
 RecordTally_drain(RecordTally *self, PyObject *Py_UNUSED(ignored))
 {
     /* (wire bytes, chunks, [(content type, wire bytes, records), ...]) since the last drain */
+    /* Everything is built before anything is reset: a failure loses no count. */
     PyObject *tally = PyList_New(0);
     if (tally == NULL)
         return NULL;
@@ -170,18 +179,20 @@ RecordTally_drain(RecordTally *self, PyObject *Py_UNUSED(ignored))
             return NULL;
         }
         Py_DECREF(item);
-        s->count = 0; /* keep the key: the same sizes come back */
-    }
-    if (self->used > MAX_KEPT_KEYS) { /* a peer sending every size: start afresh */
-        memset(self->slots, 0, (size_t)self->capacity * sizeof(Slot));
-        self->used = 0;
     }
     PyObject *out = Py_BuildValue("(KKN)", (unsigned long long)self->bytes,
                                   (unsigned long long)self->chunks, tally);
-    if (out != NULL) {
-        self->bytes = 0;
-        self->chunks = 0;
+    if (out == NULL)
+        return NULL;
+    if (self->used > MAX_KEPT_KEYS) { /* a peer sending every size: start afresh */
+        memset(self->slots, 0, (size_t)self->capacity * sizeof(Slot));
+        self->used = 0;
+    } else {
+        for (Py_ssize_t i = 0; i < self->capacity; i++)
+            self->slots[i].count = 0; /* keep the keys: the same sizes come back */
     }
+    self->bytes = 0;
+    self->chunks = 0;
     return out;
 }
 

@@ -82,6 +82,14 @@ def header_problem(content_type: int, version: int, length: int) -> str | None:
     return None
 
 
+def as_bytes_view(chunk: Buffer) -> Buffer:
+    """`chunk` with len() in bytes: a memoryview of wider items or of several dimensions is
+    cast to bytes (the C tally reads any contiguous buffer as bytes too)."""
+    if isinstance(chunk, memoryview) and (chunk.format != "B" or chunk.ndim != 1):
+        return chunk.cast("B")
+    return chunk
+
+
 class RecordParser:
     """Incremental record-header walker.
 
@@ -127,14 +135,14 @@ class RecordParser:
 
     def feed_runs(self, chunk: Buffer) -> list[tuple[Record, int]]:
         """Like `feed`, run-length encoded: (record, how many identical records in a row)."""
-        n = len(chunk)
+        data = as_bytes_view(chunk)
+        n = len(data)
         if not n:
             return []
         self.bytes_fed += n
         if self.error is not None:
             self.unparsed_bytes += n
             return []
-        data = chunk.cast("B") if isinstance(chunk, memoryview) and chunk.format != "B" else chunk
         runs: list[tuple[Record, int]] = []
         pos = 0
         if self._open is not None:
@@ -247,7 +255,7 @@ class RecordCounter:
 
     The sending side of tls_probe.bio feeds one chunk per flush, and after the handshake
     each flush is a run of whole records. Two fast paths count such a chunk without the
-    parser; `fast_feed(chunk)` is the one in use (True: counted; False: call `feed`):
+    parser:
     - native (`NATIVE_RECORD_TALLY`, the default when built): the C `RecordTally` walks
       the headers of any chunk of whole records in a few instructions per record;
     - Python: a server's flushes repeat (a 31-byte record for a frame header, a 16 KiB
@@ -269,7 +277,6 @@ class RecordCounter:
         "_tally",
         "_unclassified",
         "chunks",
-        "fast_feed",
         "shapes",
     )
 
@@ -289,9 +296,6 @@ class RecordCounter:
         self.chunks = 0  # non-empty chunks fed (a flush on the sending side)
         use_native = NATIVE_RECORD_TALLY if native is None else native
         self._tally = _NativeTally() if use_native and _NativeTally is not None else None
-        self.fast_feed: Callable[[Buffer], bool] = (
-            self._tally.feed if self._tally is not None else self._shape_hit
-        )
 
     @property
     def native(self) -> bool:
@@ -300,20 +304,23 @@ class RecordCounter:
 
     @property
     def tally(self) -> Any:
-        """The C RecordTally behind `fast_feed` (None on the Python path)."""
+        """The C RecordTally of the native fast path (None on the Python path)."""
         return self._tally
 
     # -- feeding ---------------------------------------------------------------------------
 
-    def _shape_hit(self, chunk: Buffer) -> bool:
-        shape = self.shapes.get(len(chunk))
-        if shape is not None and shape.headers_of(chunk) == shape.headers:
-            shape.hits += 1
-            return True
-        return False
-
     def feed(self, chunk: Buffer) -> None:
-        if self.fast_feed(chunk) or not len(chunk):
+        chunk = as_bytes_view(chunk)
+        tally = self._tally
+        if tally is not None:
+            if tally.feed(chunk):
+                return
+        else:
+            shape = self.shapes.get(len(chunk))
+            if shape is not None and shape.headers_of(chunk) == shape.headers:
+                shape.hits += 1
+                return
+        if not len(chunk):
             return
         self._fold()
         self.chunks += 1
@@ -323,8 +330,8 @@ class RecordCounter:
         runs = parser.feed_runs(chunk)
         for record, count in runs:
             self._add(record.content_type, record.wire_bytes, count)
-        if self._tally is not None:
-            self._tally.armed = self._between_application_records()
+        if tally is not None:
+            tally.armed = self._between_application_records()
         elif parser.in_record or parser.error is not None:
             # Shapes assume that a chunk starts at a record header: not the next one.
             self.shapes.clear()
