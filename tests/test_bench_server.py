@@ -13,6 +13,7 @@ import subprocess
 import time
 
 import pytest
+from bench_rounds import run_rounds
 
 from toolkit.body import expected_chunk
 from toolkit.h2load import run_h2load
@@ -75,7 +76,7 @@ def test_writev_vs_single_vs_nghttpd(benchmark, nghttpd_url):
                 assert r.mbytes_per_s is not None
                 mbps[name].append(r.mbytes_per_s)
 
-        benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
+        run_rounds(benchmark, one_round, ROUNDS)
     finally:
         for p in servers.values():
             p.stop()

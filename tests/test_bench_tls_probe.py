@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from bench_rounds import run_rounds
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from tls_probe import InstrumentedTLS, MemoryBioTLS, make_cert_bundle, make_client_context
@@ -173,7 +174,7 @@ def test_bench_tls_write_1mib(
 ) -> None:
     tls = established(bundle, MemoryBioTLS if variant == "plain" else counter_path(variant))
     benchmark.group = f"tls-write-1MiB-{path}"
-    benchmark.pedantic(write_1mib(tls, WRITES_PER_FLUSH[path]), rounds=ROUNDS, warmup_rounds=10)
+    run_rounds(benchmark, write_1mib(tls, WRITES_PER_FLUSH[path]), ROUNDS, warmup_rounds=10)
     if isinstance(tls, InstrumentedTLS):
         check_counts(tls, ROUNDS + 10)
 
@@ -188,7 +189,7 @@ def test_instrumented_throughput_ratio(
     runs = Interleaved(write_1mib(established(bundle, MemoryBioTLS), WRITES_PER_FLUSH[path]),
                        write_1mib(counted, WRITES_PER_FLUSH[path]))
     benchmark.group = f"tls-write-1MiB-{path}-interleaved"
-    benchmark.pedantic(runs.round, rounds=ROUNDS, warmup_rounds=10)
+    run_rounds(benchmark, runs.round, ROUNDS, warmup_rounds=10)
     floor = MIN_RATIO if COUNTERS[counter] else PY_MIN_RATIO
     ratio = runs.checked_ratio(floor, benchmark.extra_info)
     check_counts(counted, runs.rounds)
@@ -266,7 +267,7 @@ def test_server_tls_path_ratio(
         variants[name] = (tls, writer, respond)
     runs = Interleaved(variants["plain"][2], variants["counted"][2])
     benchmark.group = f"tls-server-path-1MiB-interleaved-{counter}"
-    benchmark.pedantic(runs.round, rounds=SERVER_PATH_ROUNDS, warmup_rounds=5)
+    run_rounds(benchmark, runs.round, SERVER_PATH_ROUNDS, warmup_rounds=5)
     floor = MIN_RATIO if COUNTERS[counter] else PY_MIN_RATIO
     ratio = runs.checked_ratio(floor, benchmark.extra_info)
     counted = variants["counted"][0]

@@ -73,6 +73,7 @@ def test_sigterm_and_sigint_exit_zero(start_server):
 def test_bad_arguments_give_one_line_errors():
     for args, needle in ((["--strategy", "nope"], "unknown strategy"),
                          (["--strategy", "coalesce"], "needs TLS"),
+                         (["--dynamic-records"], "needs --tls"),
                          (["--body-size", "12XB"], "not a size")):
         proc = subprocess.run(["writeshape", "serve", "--port", "0", *args],
                               capture_output=True, text=True, timeout=30)

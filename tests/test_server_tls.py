@@ -23,6 +23,8 @@ TLS_STRATEGIES = ("single", "split", "writev", "cork", "chain", "coalesce")
 MIB = 1 << 20
 FRAMES_PER_MIB = MIB // 16384
 TLS13_RECORD_OF_9_BYTES = 9 + 1 + 16 + 5  # header + inner content type + AEAD tag + record header
+SMALL_RECORD = 1369 + 22  # --dynamic-records: ~1 MSS of plaintext, TLS 1.3 overhead on top
+FULL_RECORD = 16384 + 22
 
 
 @pytest.mark.parametrize("mode", ["membio", "stdlib"])
@@ -96,7 +98,9 @@ def test_coalesce_allocates_under_64KiB_per_response_and_writev_one_sendmsg_per_
 def _capture_one_run(tmp_path, strategy: str, attempt: int):
     from tls_probe.tshark import LoopbackCapture, count_lost_segments, count_tls_records
 
-    srv = ServerProcess(ServerOptions(strategy=strategy, tls=True, body_bytes=200000)).start()
+    name, _, option = strategy.partition("+")
+    srv = ServerProcess(ServerOptions(strategy=name, tls=True, body_bytes=200000,
+                                      dynamic_records=option == "dynamic")).start()
     pcap = tmp_path / f"cap{attempt}.pcapng"
     try:
         with LoopbackCapture(srv.port, pcap) as capture:
@@ -112,7 +116,7 @@ def _capture_one_run(tmp_path, strategy: str, attempt: int):
     return count_tls_records(pcap, srv.port), srv.final_stats["tls"], load, clean
 
 
-@pytest.mark.parametrize("strategy", TLS_STRATEGIES)
+@pytest.mark.parametrize("strategy", [*TLS_STRATEGIES, "coalesce+dynamic"])
 def test_tshark_counts_exactly_the_records_the_server_and_client_report(tmp_path, strategy):
     # Now and then (twice in a few dozen full-suite runs) the capture misses a 16 KiB record
     # while server and client agree: dumpcap dropped packets or tshark saw a segment
@@ -130,6 +134,8 @@ def test_tshark_counts_exactly_the_records_the_server_and_client_report(tmp_path
     assert seen[0] == seen[1] == seen[2], f"tshark, server, client: {seen}; sizes {differ}"
     assert wire.server_to_client.record_bytes == tls["record_bytes"]
     assert wire.client_to_server.records == tls["received_records"]
+    if strategy == "coalesce+dynamic":  # the small records are on the wire, as counted
+        assert wire.server_to_client.sizes.get(SMALL_RECORD, 0) >= 90, sizes
 
 
 def test_garbage_cut_handshake_and_mid_record_close(start_server):
@@ -211,6 +217,40 @@ def test_no_tls_probe_needs_membio_tls():
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.strip().count("\n") == 0 and "--no-tls-probe" in proc.stderr
         assert "applies to --tls with --tls-mode membio" in proc.stderr
+
+
+def test_dynamic_records_start_at_one_segment_grow_and_start_again_after_idle(start_server):
+    srv = start_server(strategy="coalesce", tls=True, body_bytes=MIB, dynamic_records=True)
+
+    def sizes_of_one_response(f: H2Fetcher) -> dict[int, int]:
+        before = f.get("/stats").json()["tls"]["record_sizes"]
+        assert f.get("/").body == expected_chunk(0, MIB)
+        after = f.get("/stats").json()["tls"]["record_sizes"]
+        return {size: after[k] - before.get(k, 0) for k in after if (size := int(k))}
+
+    with H2Fetcher(srv.url) as f:
+        first = sizes_of_one_response(f)  # a fresh connection: small records first
+        again = sizes_of_one_response(f)  # right after: the window is used up
+        time.sleep(1.5)  # idle for longer than DYN_RECORD_IDLE_S
+        after_idle = sizes_of_one_response(f)
+    # 128 KiB in 1369-byte records (less what the first /stats reply used of it), the rest
+    # of the MiB in full records; the small records are the ones nghttpx and Go send.
+    small_max = 128 * 1024 // 1369 + 1
+    for shape in (first, after_idle):
+        assert small_max - 8 <= shape.get(SMALL_RECORD, 0) <= small_max, shape
+        assert shape.get(FULL_RECORD, 0) >= (MIB - 128 * 1024) // 16384 - 1, shape
+    print(f"\nrecord sizes: first {first}, again {again}, after idle {after_idle}")
+    # The /stats reply between the reads may be one record of any size; no run of small ones.
+    assert again.get(SMALL_RECORD, 0) <= 1 and again.get(FULL_RECORD, 0) >= 64, again
+
+
+def test_coalesce_only_options_on_other_strategies_are_noted_once(start_server):
+    srv = start_server(strategy="split", tls=True, body_bytes=1000, dynamic_records=True,
+                       extra_args=("--coalesce-records-per-send", "4"))
+    assert fetch(srv.url, "/").body == expected_chunk(0, 1000)
+    notes = [ln for ln in srv.log_lines() if "coalesce only" in ln]
+    assert notes == ["writeshape serve: note: --dynamic-records and "
+                     "--coalesce-records-per-send: coalesce only; strategy split ignores it"]
 
 
 def test_coalesce_records_per_send_gathers_the_same_records_into_fewer_sendmsg(start_server):

@@ -107,6 +107,8 @@ def serve(
         max_continuations=max_continuations, max_bytes_endpoint=parse_size(max_bytes_endpoint),
     )
     cfg.validate()
+    for line in cfg.ignored_options():
+        typer.echo(f"writeshape serve: note: {line}", err=True)
     run_server(cfg, announce=lambda line: print(line, flush=True))
 
 

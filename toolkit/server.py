@@ -64,6 +64,7 @@ log = logging.getLogger("writeshape.server")
 RECV_BYTES = 256 * 1024
 TLS_READ_BYTES = 16 * 1024  # one record's plaintext at most
 MAX_BYTES_ENDPOINT = 1 << 30  # /bytes/N refuses more than 1 GiB
+DYN_RECORD_IDLE_S = 1.0  # --dynamic-records: small records again after this long unwritten
 
 
 @dataclass
@@ -104,6 +105,16 @@ class ServerConfig:
     def transport(self) -> str:
         return "h2" if self.tls else "h2c"
 
+    def ignored_options(self) -> list[str]:
+        """Options that are valid but do nothing for this strategy (compare's
+        --server-args passes the same ones to every server), one line each."""
+        given = [name for name, on in (
+            ("--dynamic-records", self.dynamic_records),
+            ("--coalesce-records-per-send", self.coalesce_records_per_send != 1)) if on]
+        if not given or self.strategy == "coalesce":
+            return []
+        return [f"{' and '.join(given)}: coalesce only; strategy {self.strategy} ignores it"]
+
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
             raise UsageError(
@@ -121,6 +132,8 @@ class ServerConfig:
             raise UsageError(f"--port must be 0..65535, not {self.port}")
         if not 1 <= self.coalesce_records_per_send <= IOV_MAX:
             raise UsageError("--coalesce-records-per-send must be 1..1024 (IOV_MAX)")
+        if self.dynamic_records and not self.tls:
+            raise UsageError("--dynamic-records sizes TLS records: it needs --tls")
         if self.flush_bytes < 1:
             raise UsageError("--flush-bytes must be at least 1")
         if self.max_concurrent_streams < 1:
@@ -267,7 +280,7 @@ class Connection:
         self.closed = False
         self.closing = False
         self.writing_registered = False
-        self.last_activity_s = self.accepted_s = time.monotonic()
+        self.last_activity_s = self.accepted_s = self.last_flush_s = time.monotonic()
         self.preface_done = False  # the client's preface and first SETTINGS arrived
         self.lock: threading.RLock | contextlib.nullcontext[None] = (
             threading.RLock() if self.cfg.threads else contextlib.nullcontext())
@@ -529,6 +542,11 @@ class Connection:
         return segs
 
     def _plan(self, segs: list[Buffer]) -> Iterator[SocketCall]:
+        now = time.monotonic()
+        if isinstance(self.strategy, Coalesce) and now - self.last_flush_s > DYN_RECORD_IDLE_S:
+            # After a pause the congestion window has shrunk again (RFC 7661): start
+            # over with small records, as nghttpx (tls-dyn-rec-idle-timeout) and h2o do.
+            self.strategy.reset_idle()
         if self.tls is not None:
             return tls_socket_calls(self.tls, self.strategy.plan_tls(segs))
         if self.tls_stdlib is not None:
@@ -551,6 +569,7 @@ class Connection:
                 call = next(plan, None)
                 if call is None:
                     self.plan = None
+                    self.last_flush_s = time.monotonic()  # writes idle from here
                     break
                 if self.tls_stdlib is not None:
                     self.server.stats.counters.calls["ssl_write"] += 1
@@ -818,8 +837,6 @@ class Server:
                 f"stalled: no response progress for {self.cfg.idle_timeout_s:g} s "
                 "(zero window or peer not reading)", h2.errors.ErrorCodes.NO_ERROR)
             return
-        if isinstance(conn.strategy, Coalesce) and now - conn.last_activity_s > 1.0:
-            conn.strategy.reset_idle()
 
     def _sweep_interval_s(self) -> float:
         # A stall is two sweeps with the same progress token idle_timeout apart: sweeping
