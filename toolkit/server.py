@@ -542,8 +542,8 @@ class Connection:
         return segs
 
     def _plan(self, segs: list[Buffer]) -> Iterator[SocketCall]:
-        now = time.monotonic()
-        if isinstance(self.strategy, Coalesce) and now - self.last_flush_s > DYN_RECORD_IDLE_S:
+        if (self.cfg.dynamic_records and isinstance(self.strategy, Coalesce)
+                and time.monotonic() - self.last_flush_s > DYN_RECORD_IDLE_S):
             # After a pause the congestion window has shrunk again (RFC 7661): start
             # over with small records, as nghttpx (tls-dyn-rec-idle-timeout) and h2o do.
             self.strategy.reset_idle()
