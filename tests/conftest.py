@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from toolkit.server_process import ServerOptions, ServerProcess
+from toolkit.server.process import ServerOptions, ServerProcess
 
 CLEARTEXT = ("single", "split", "writev", "cork", "chain")
 TLS_STRATEGIES = (*CLEARTEXT, "coalesce")

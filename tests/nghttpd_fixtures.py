@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from toolkit.body import BodyStore
+from toolkit.protocol.body import BodyStore
 
 
 def free_port() -> int:

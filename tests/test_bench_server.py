@@ -15,9 +15,9 @@ import time
 import pytest
 from bench_rounds import run_rounds
 
-from toolkit.body import expected_chunk
-from toolkit.h2load import run_h2load
-from toolkit.server_process import ServerOptions, ServerProcess
+from toolkit.clients.h2load import run_h2load
+from toolkit.protocol.body import expected_chunk
+from toolkit.server.process import ServerOptions, ServerProcess
 
 BODY = 1 << 20
 REQUESTS = 1000

@@ -15,7 +15,7 @@ import psutil
 import pytest
 import seccomp_deny
 
-from toolkit.strace_probe import ptrace_refusal_cause
+from toolkit.probes.strace import ptrace_refusal_cause
 
 
 def _compare(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -86,7 +86,7 @@ def test_unknown_preset_is_one_line():
 
 
 def _lab_namespaces() -> set[str]:
-    from toolkit.netlab import NETNS_DIR
+    from toolkit.lab.netlab import NETNS_DIR
 
     try:
         return {n for n in os.listdir(NETNS_DIR) if n.startswith("ws-")}
@@ -144,7 +144,7 @@ def test_a_runner_killed_with_sigkill_leaves_no_server(tmp_path):
     script = tmp_path / "runner.py"
     script.write_text(
         "import time\n"
-        "from toolkit.server_process import ServerOptions, ServerProcess\n"
+        "from toolkit.server.process import ServerOptions, ServerProcess\n"
         "s = ServerProcess(ServerOptions(strategy='single', body_bytes=10)).start()\n"
         "print(s.server_pid, flush=True)\n"
         "time.sleep(120)\n")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 from itertools import combinations
 
-from toolkit.runner import CellRunner, CompareConfig
+from toolkit.runner.run import CellRunner, CompareConfig
 
 STRATEGIES = ["single", "split", "writev"]
 DRIVERS = ("builtin", "h2load")

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolkit.body import BodyStore, expected_chunk
-from toolkit.h2_zero_copy import ZeroCopyH2Connection, data_frame_header
+from toolkit.protocol.body import BodyStore, expected_chunk
+from toolkit.server.zero_copy import ZeroCopyH2Connection, data_frame_header
 
 
 def _handshake(window: int, max_frame: int, conn_window_extra: int):

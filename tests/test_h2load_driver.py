@@ -12,8 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 from nghttpd_fixtures import free_port, nghttpd, write_docroot
 
-from toolkit.errors import MissingToolError, UsageError
-from toolkit.h2load import (
+from toolkit.clients.h2load import (
     H2loadError,
     build_h2load_command,
     parse_h2load_json,
@@ -21,6 +20,7 @@ from toolkit.h2load import (
     run_h2load,
     supports_output_file,
 )
+from toolkit.errors import MissingToolError, UsageError
 
 # Printed by h2load 1.52.0 (Debian 12) against nghttpd, 1 MiB bodies, -n200 -c4 -m4.
 TEXT_152 = """starting benchmark...
@@ -195,7 +195,7 @@ def test_real_h2load_run(h2c_url: str) -> None:
 
 
 def test_request_log_of_failed_streams_gives_no_latency() -> None:
-    from toolkit.h2load import H2loadResult, apply_request_log
+    from toolkit.clients.h2load import H2loadResult, apply_request_log
 
     r = H2loadResult(requests=0, failures=2, errored=2, req_per_s=0.0, mbytes_per_s=None)
     apply_request_log(r, "1700000000000000\t-1\t1500\n1700000000000100\t-1\t2500\nbad\n")

@@ -1,6 +1,6 @@
 """Hostile HTTP/2 clients: the server refuses or bounds them, and keeps serving others.
 
-Every attack of toolkit.hostile runs against a real server process while a well-behaved
+Every attack of toolkit.clients.hostile runs against a real server process while a well-behaved
 load client keeps loading the same server. For each: the abusive connection is closed
 (GOAWAY ENHANCE_YOUR_CALM / PROTOCOL_ERROR, a stall or idle timeout) or its work is
 bounded, the server's RSS stays within a fixed bound over its warmed-up size, the
@@ -30,8 +30,9 @@ from hyperframe.frame import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolkit import hostile
-from toolkit.guard import (
+from toolkit.clients import hostile
+from toolkit.clients.builtin import LoadConfig, run_load
+from toolkit.server.guard import (
     PREFACE,
     ConnectionGuard,
     FrameHead,
@@ -40,8 +41,7 @@ from toolkit.guard import (
     StallDetector,
     TokenBucket,
 )
-from toolkit.load import LoadConfig, run_load
-from toolkit.server_process import ServerOptions, ServerProcess
+from toolkit.server.process import ServerOptions, ServerProcess
 
 CALM = int(ErrorCodes.ENHANCE_YOUR_CALM)
 PROTOCOL = int(ErrorCodes.PROTOCOL_ERROR)

@@ -11,9 +11,9 @@ import pytest
 from nghttpd_fixtures import free_port, make_cert, nghttpd, write_docroot
 from rich.console import Console
 
-from toolkit.body import BodyStore
+from toolkit.clients.builtin import LoadConfig, LoadResult, render_load_result, run_load
 from toolkit.errors import UsageError
-from toolkit.load import LoadConfig, LoadResult, render_load_result, run_load
+from toolkit.protocol.body import BodyStore
 
 MIB = 1 << 20
 

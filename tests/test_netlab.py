@@ -18,14 +18,14 @@ import pytest
 from pyroute2 import IPRoute, netns
 
 from toolkit.errors import PermissionProblem, UsageError
-from toolkit.netlab import (
+from toolkit.lab.netlab import (
     MissingQdiscError,
     NetLab,
     cleanup_leftovers,
     parse_rate_bits_per_s,
     pids_in_netns,
 )
-from toolkit.tcpinfo import read_own_socket, read_tcp_connections
+from toolkit.probes.tcpinfo import read_own_socket, read_tcp_connections
 
 pytestmark = pytest.mark.root
 ROOT = Path(__file__).resolve().parents[1]
@@ -262,7 +262,7 @@ def test_signalled_process_running_a_lab_cleans_up(signum: int) -> None:
     owner = subprocess.Popen(
         python("""
             import time
-            from toolkit.netlab import NetLab
+            from toolkit.lab.netlab import NetLab
             with NetLab(rate="1gbit") as lab:
                 lab.popen("client", ["sleep", "300"])
                 print(lab.server_ns, lab.client_ns, flush=True)
@@ -321,7 +321,7 @@ def test_leftover_of_a_killed_run_is_removed_by_the_next_run() -> None:
     owner = subprocess.Popen(
         python("""
             import subprocess, sys, time
-            from toolkit.netlab import NetLab
+            from toolkit.lab.netlab import NetLab
             lab = NetLab(rate="100mbit").__enter__()
             lab.popen("server", ["sleep", "300"])
             print(lab.server_ns, lab.client_ns, flush=True)
@@ -351,7 +351,7 @@ def test_without_root_it_stops_with_one_line() -> None:
     result = subprocess.run(
         python("""
             import os
-            from toolkit.netlab import NetLab
+            from toolkit.lab.netlab import NetLab
             from toolkit.errors import PermissionProblem
             os.setegid(65534)
             os.seteuid(65534)

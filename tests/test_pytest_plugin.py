@@ -117,8 +117,8 @@ def test_tests_using_the_fixtures_get_the_writeshape_marker(pytester: pytest.Pyt
 
 def test_importing_the_plugin_starts_nothing_heavy() -> None:
     code = ("import sys, toolkit.pytest_plugin\n"
-            "heavy = ['toolkit.load', 'toolkit.server_process', 'toolkit.runner', 'h2', "
-            "'psutil', 'strace_parsers']\n"
+            "heavy = ['toolkit.clients.builtin', 'toolkit.server.process', "
+            "'toolkit.runner.run', 'h2', 'psutil', 'strace_parsers']\n"
             "print([m for m in heavy if m in sys.modules])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).parent)

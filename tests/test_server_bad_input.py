@@ -10,8 +10,8 @@ import h2.events
 import pytest
 from hyperframe.frame import Frame, GoAwayFrame
 
-from toolkit.body import expected_chunk
-from toolkit.h2_fetch import fetch
+from toolkit.clients.fetch import fetch
+from toolkit.protocol.body import expected_chunk
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 

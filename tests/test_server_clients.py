@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from toolkit.body import expected_chunk
-from toolkit.h2_fetch import fetch
+from toolkit.clients.fetch import fetch
+from toolkit.protocol.body import expected_chunk
 from toolkit.strategies import CLEARTEXT_STRATEGIES as CLEARTEXT
 
 BODY_SIZES = (0, 1, 9000, 16384, 16385, 1 << 20)

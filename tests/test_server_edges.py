@@ -13,8 +13,8 @@ import h2.connection
 import h2.events
 import pytest
 
-from toolkit.body import expected_chunk
-from toolkit.h2_fetch import fetch
+from toolkit.clients.fetch import fetch
+from toolkit.protocol.body import expected_chunk
 
 
 def _client(port: int, window: int = (1 << 30) - 1):

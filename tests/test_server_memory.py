@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.alloc_probe import measure_alloc_per_response
+from toolkit.probes.alloc import measure_alloc_per_response
 
 SIZES = (1 << 10, 1 << 14, 1 << 20, 16 << 20)
 BOUND_BYTES = 64 << 10
@@ -12,7 +12,7 @@ BOUND_BYTES = 64 << 10
 
 @pytest.fixture(scope="module")
 def allocations():
-    from toolkit.server_process import ServerOptions, ServerProcess
+    from toolkit.server.process import ServerOptions, ServerProcess
 
     table: dict[str, dict[int, int]] = {}
     for strategy in ("single", "split", "writev", "cork", "chain"):

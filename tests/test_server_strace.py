@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.h2_fetch import H2Fetcher
-from toolkit.strace_probe import count_tcp_writes, strace_wrapper
+from toolkit.clients.fetch import H2Fetcher
+from toolkit.probes.strace import count_tcp_writes, strace_wrapper
 
 BODY = 1 << 20
 FRAMES = BODY // 16384

@@ -13,11 +13,11 @@ import time
 import pytest
 
 from tls_probe import RECORD_COUNTER
-from toolkit.alloc_probe import measure_alloc_per_response
-from toolkit.body import expected_chunk
-from toolkit.h2_fetch import H2Fetcher, fetch
-from toolkit.load import LoadConfig, run_load
-from toolkit.server_process import ServerOptions, ServerProcess
+from toolkit.clients.builtin import LoadConfig, run_load
+from toolkit.clients.fetch import H2Fetcher, fetch
+from toolkit.probes.alloc import measure_alloc_per_response
+from toolkit.protocol.body import expected_chunk
+from toolkit.server.process import ServerOptions, ServerProcess
 
 TLS_STRATEGIES = ("single", "split", "writev", "cork", "chain", "coalesce")
 MIB = 1 << 20

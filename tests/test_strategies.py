@@ -7,7 +7,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolkit.socket_writer import remainder_after
+from toolkit.server.socket_writer import remainder_after
 from toolkit.strategies import (
     CHAIN_THRESHOLD_BYTES,
     IOV_MAX,

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from toolkit.tcpinfo import (
+from toolkit.probes.tcpinfo import (
     TcpConnCounters,
     TcpInfoUnavailable,
     read_own_socket,

@@ -32,7 +32,7 @@ from tls_probe import (
     make_server_context,
 )
 from tls_probe.tshark import CaptureRecords, LoopbackCapture, count_tls_records
-from toolkit.body import BodyStore, expected_chunk
+from toolkit.protocol.body import BodyStore, expected_chunk
 
 BODY_BYTES = 3 * 16384 + 1000
 

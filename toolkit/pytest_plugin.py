@@ -35,8 +35,8 @@ import pytest
 from toolkit.errors import UsageError, WriteshapeError
 
 if TYPE_CHECKING:
-    from toolkit.load import LoadResult
-    from toolkit.server_process import ServerOptions, ServerProcess
+    from toolkit.clients.builtin import LoadResult
+    from toolkit.server.process import ServerOptions, ServerProcess
 
 FIXTURES = ("writeshape_server", "writeshape_batch", "writeshape_figures")
 #: extra_info keys shown in the terminal summary (names of the compare JSON rows).
@@ -114,8 +114,8 @@ class BenchServer:
 def start_server(strategy: str = "writev", transport: str = "h2c",
                  body_bytes: int | str = 16 << 10, **options: Any) -> BenchServer:
     """Start a server; ``options`` are further ``ServerOptions`` fields (threads, ...)."""
-    from toolkit.runner import TRANSPORTS
-    from toolkit.server_process import ServerOptions, ServerProcess
+    from toolkit.runner.run import TRANSPORTS
+    from toolkit.server.process import ServerOptions, ServerProcess
     from toolkit.sizes import parse_size
     from toolkit.strategies import STRATEGIES
 
@@ -186,7 +186,7 @@ class Batch:
         return result
 
     def _run(self) -> LoadResult:
-        from toolkit.load import LoadConfig, run_load_async
+        from toolkit.clients.builtin import LoadConfig, run_load_async
 
         cfg = LoadConfig(url=f"{self.server.url}/", requests=self.requests,
                          connections=self.connections, streams=self.streams, insecure=True,
@@ -292,9 +292,9 @@ def count_writes(options: ServerOptions, *, requests: int, connections: int,
     shape of a benchmark round (requests, connections, streams): connection set-up writes
     (SETTINGS, TLS handshake) are then shared out over responses as in the timed rounds.
     """
-    from toolkit.load import LoadConfig, run_load
-    from toolkit.rows import counting_figures
-    from toolkit.runner import counting_run
+    from toolkit.clients.builtin import LoadConfig, run_load
+    from toolkit.measure.rows import counting_figures
+    from toolkit.runner.run import counting_run
 
     def load(url: str) -> None:
         run_load(LoadConfig(url=url, requests=requests, connections=connections,
@@ -359,7 +359,7 @@ def measure_figures(batch: Batch, *, strace: bool = True, alloc: bool = True,
         "self_count_matches_strace": None,
     }
     if alloc:
-        from toolkit.alloc_probe import measure_alloc_per_response
+        from toolkit.probes.alloc import measure_alloc_per_response
 
         figures["alloc_bytes_per_response"] = measure_alloc_per_response(server.url, "/",
                                                                          samples=5)

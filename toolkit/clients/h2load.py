@@ -371,7 +371,7 @@ def apply_request_log(result: H2loadResult, text: str) -> None:
     epoch), status, microseconds to the end of the response. Those go into the same HDR
     histogram the built-in client uses, so both drivers report p50/p90/p99 alike.
     """
-    from toolkit.latency import LatencyHistogram
+    from toolkit.clients.latency import LatencyHistogram
 
     hist = LatencyHistogram()
     for line in text.splitlines():

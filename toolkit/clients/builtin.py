@@ -40,9 +40,9 @@ import h2.settings
 from rich.console import Console
 from rich.table import Table
 
-from toolkit.body import matches_pattern
+from toolkit.clients.latency import LatencyHistogram
 from toolkit.errors import UsageError, WriteshapeError
-from toolkit.latency import LatencyHistogram
+from toolkit.protocol.body import matches_pattern
 
 MAX_WINDOW = 2**31 - 1
 INITIAL_WINDOW = 2**30 - 1

@@ -39,12 +39,14 @@ import h2.exceptions
 import h2.settings
 from hyperframe.frame import RstStreamFrame
 
-from toolkit.body import BodyStore
 from toolkit.errors import UsageError, WriteshapeError
-from toolkit.guard import ConnectionGuard, GuardLimits, StallDetector, Verdict
-from toolkit.h2_zero_copy import ZeroCopyH2Connection
-from toolkit.memory import memory_report
-from toolkit.socket_writer import SendCounters, SocketWriter
+from toolkit.protocol.body import BodyStore
+from toolkit.server.guard import ConnectionGuard, GuardLimits, StallDetector, Verdict
+from toolkit.server.memory import memory_report
+from toolkit.server.socket_writer import SendCounters, SocketWriter
+from toolkit.server.tcp_reader import ClosingSocketReader
+from toolkit.server.tls_plan import tls_socket_calls
+from toolkit.server.zero_copy import ZeroCopyH2Connection
 from toolkit.strategies import (
     IOV_MAX,
     STRATEGIES,
@@ -56,8 +58,6 @@ from toolkit.strategies import (
     TlsStep,
     make_strategy,
 )
-from toolkit.tcp_reader import ClosingSocketReader
-from toolkit.tls_plan import tls_socket_calls
 
 log = logging.getLogger("writeshape.server")
 

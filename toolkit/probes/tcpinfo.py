@@ -4,7 +4,7 @@ What a write shape puts on the wire shows in ``tcpi_data_segs_out``: a split wri
 TCP_NODELAY sends its 9-byte frame header as a segment of its own, MSG_MORE folds it into
 the payload's segment. sock_diag answers per network namespace, so reading another
 namespace's connections (the server's side of a netns lab) runs the query from a thread
-that entered that namespace (see toolkit.netlab.call_in_netns).
+that entered that namespace (see toolkit.lab.netlab.call_in_netns).
 
 ``counters_from_diag`` is the pure part (a decoded inet_diag message in, a row out); the
 functions below it only open the netlink socket and filter.
@@ -124,7 +124,7 @@ def _dump(
     remote_port: int | None,
     families: tuple[socket.AddressFamily, ...] = _BOTH_FAMILIES,
 ) -> list[TcpConnCounters]:
-    from toolkit.netlab import outside_event_loop  # pyroute2's sync API vs a running loop
+    from toolkit.lab.netlab import outside_event_loop  # pyroute2's sync API vs a running loop
 
     return outside_event_loop(_dump_here, local_port, remote_port, families)
 
@@ -171,7 +171,7 @@ def read_tcp_connections(
     """
     if netns is None:
         return _dump(local_port, remote_port)
-    from toolkit.netlab import call_in_netns  # netlab pulls in the namespace machinery
+    from toolkit.lab.netlab import call_in_netns  # netlab pulls in the namespace machinery
 
     return call_in_netns(netns, _dump, local_port, remote_port)
 
@@ -202,7 +202,7 @@ def read_own_socket(sock: socket.socket) -> TcpConnCounters:
         if ns_fd is None or _same_netns(ns_fd):
             rows = matching()
         else:
-            from toolkit.netlab import call_in_netns
+            from toolkit.lab.netlab import call_in_netns
 
             rows = call_in_netns(ns_fd, matching)
     finally:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from toolkit.errors import UsageError, WriteshapeError
-from toolkit.guard import GuardLimits as _LIMITS
+from toolkit.server.guard import GuardLimits as _LIMITS
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -86,7 +86,7 @@ def serve(
     max_bytes_endpoint: Annotated[str, typer.Option(help="largest GET /bytes/N")] = "1GiB",
 ) -> None:
     """Run the HTTP/2 server with a chosen DATA write strategy."""
-    from toolkit.server import ServerConfig, run_server
+    from toolkit.server.shell import ServerConfig, run_server
     from toolkit.sizes import parse_size
 
     _check_writable(stats_json)
@@ -124,7 +124,7 @@ def load(
     json_path: Annotated[Path | None, typer.Option("--json")] = None,
 ) -> None:
     """Load a server with the built-in HTTP/2 client and print the summary."""
-    from toolkit.load import LoadConfig, render_load_result, run_load
+    from toolkit.clients.builtin import LoadConfig, render_load_result, run_load
 
     if requests is None and duration is None:
         requests = 1000
@@ -157,7 +157,7 @@ def syscalls(
     ] = False,
 ) -> None:
     """Count syscalls, errors and bytes in real strace output."""
-    from toolkit.syscalls_command import run_syscalls
+    from toolkit.cli.syscalls import run_syscalls
 
     code = run_syscalls([str(p) for p in paths], as_json=as_json, pid=pid, fd_kind=fd_kind,
                         strict=strict, console=_console())
@@ -235,14 +235,14 @@ def compare(
     import signal
     import time
 
-    from toolkit.reports import (
+    from toolkit.reports.render import (
         render_comparison,
         results_csv,
         results_json,
         results_markdown,
         write_atomically,
     )
-    from toolkit.runner import CompareConfig, CompareResult, collect_meta, run_compare
+    from toolkit.runner.run import CompareConfig, CompareResult, collect_meta, run_compare
     from toolkit.sizes import parse_size_list
 
     cfg = CompareConfig()
@@ -340,7 +340,7 @@ def report(
                         ] = False,
 ) -> None:
     """Redraw the comparison table from a results JSON file."""
-    from toolkit.reports import load_results, render_comparison, results_markdown
+    from toolkit.reports.render import load_results, render_comparison, results_markdown
 
     result = load_results(str(results))
     if markdown:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 
-from toolkit.h2_fetch import H2Fetcher
+from toolkit.clients.fetch import H2Fetcher
 
 
 def measure_alloc_per_response(url: str, path: str, *, samples: int = 5,

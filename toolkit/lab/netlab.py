@@ -373,7 +373,7 @@ class NetLab:
             exc.add_note(message)  # never hide the error that ended the run
             return
         raise NetLabError(message + " (the next run removes leftovers, or run as root: "
-                          "python -c 'from toolkit.netlab import cleanup_leftovers; "
+                          "python -c 'from toolkit.lab.netlab import cleanup_leftovers; "
                           "cleanup_leftovers()')")
 
     def _catch_sigterm(self) -> None:

@@ -28,10 +28,10 @@ from typing import Any
 import psutil
 
 from tls_probe.records import RECORD_COUNTER
-from toolkit.alloc_probe import measure_alloc_per_response
 from toolkit.errors import UsageError, WriteshapeError
-from toolkit.rows import CountingSample, ResultRow, TimingSample, build_row
-from toolkit.server_process import ServerOptions, ServerProcess, ServerStartError
+from toolkit.measure.rows import CountingSample, ResultRow, TimingSample, build_row
+from toolkit.probes.alloc import measure_alloc_per_response
+from toolkit.server.process import ServerOptions, ServerProcess, ServerStartError
 from toolkit.sizes import format_size
 from toolkit.strategies import STRATEGIES
 
@@ -95,15 +95,15 @@ class CompareConfig:
         if self.requests is not None and self.requests < 1:
             raise UsageError("--requests must be at least 1")
         if self.driver == "h2load":
-            from toolkit.h2load import find_h2load
+            from toolkit.clients.h2load import find_h2load
 
             find_h2load()
         if self.strace:
-            from toolkit.strace_probe import strace_wrapper
+            from toolkit.probes.strace import strace_wrapper
 
             strace_wrapper("/dev/null")  # raises MissingToolError early
         if self.netns:
-            from toolkit.netlab import require_root
+            from toolkit.lab.netlab import require_root
 
             require_root()
 
@@ -126,7 +126,7 @@ class CompareConfig:
 
 def tls_records_from(cfg: CompareConfig) -> str:
     """Which run of a cell gives its TLS records: "counting" or "timing"."""
-    from toolkit.strace_probe import strace_attach_problem
+    from toolkit.probes.strace import strace_attach_problem
 
     return "counting" if cfg.strace and strace_attach_problem() is None else "timing"
 
@@ -206,7 +206,7 @@ class CellRunner:
     def _load_here(self, url: str, requests: int) -> dict[str, Any]:
         cfg = self.cfg
         if cfg.driver == "h2load":
-            from toolkit.h2load import run_h2load
+            from toolkit.clients.h2load import run_h2load
 
             h = run_h2load(url, requests=requests, connections=cfg.connections,
                            streams=cfg.streams)
@@ -216,7 +216,7 @@ class CellRunner:
                     "latency_ms_p50": h.latency_ms_p50, "latency_ms_p90": h.latency_ms_p90,
                     "latency_ms_p99": h.latency_ms_p99, "latency_ms_max": h.latency_ms_max,
                     "tls_records_received": None, "failures_by_cause": {}}
-        from toolkit.load import LoadConfig, run_load
+        from toolkit.clients.builtin import LoadConfig, run_load
 
         r = run_load(LoadConfig(url=url, requests=requests, connections=cfg.connections,
                                 streams=cfg.streams, warmup_requests=0, insecure=True))
@@ -314,7 +314,7 @@ def counting_run(opts: ServerOptions, load: Callable[[str], object], *,
                  ) -> CountingSample:
     """A fresh server under strace, loaded by ``load(url)``; its TCP writes counted from
     the log and cross-checked against the server's own final counts."""
-    from toolkit.strace_probe import check_ptrace_allowed, count_tcp_writes, strace_wrapper
+    from toolkit.probes.strace import check_ptrace_allowed, count_tcp_writes, strace_wrapper
 
     make = server or (lambda o, w: ServerProcess(o, wrapper=w))
     with tempfile.TemporaryDirectory(prefix="writeshape-strace-") as tmp:
@@ -366,7 +366,7 @@ def _lab(cfg: CompareConfig) -> Iterator[Any]:
     if not cfg.netns:
         yield None
         return
-    from toolkit.netlab import NetLab
+    from toolkit.lab.netlab import NetLab
 
     with NetLab(mtu=cfg.mtu, rate=cfg.rate, delay_ms=cfg.delay_ms) as lab:
         yield lab
@@ -460,6 +460,6 @@ class CompareResult:
 
     @classmethod
     def load(cls, path: str) -> CompareResult:
-        from toolkit.reports import load_results
+        from toolkit.reports.render import load_results
 
         return load_results(path)

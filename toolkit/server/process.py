@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from toolkit.clients.fetch import H2Fetcher
 from toolkit.errors import WriteshapeError
-from toolkit.h2_fetch import H2Fetcher
 
 _LISTEN_RE = re.compile(r"listening on (https?)://(\S+):(\d+)")
 

@@ -64,7 +64,7 @@ class ClosingSocketReader:
         # Import pyroute2 now, in the background: importing it at the first close would
         # land its memory (several MiB) in the middle of a measurement.
         with contextlib.suppress(Exception):
-            import toolkit.tcpinfo  # noqa: F401
+            import toolkit.probes.tcpinfo  # noqa: F401
         self._ready.set()
         while (sock := self._queue.get()) is not None:
             try:
@@ -83,7 +83,7 @@ class ClosingSocketReader:
                 self.totals.failed += 1
             return
         try:
-            from toolkit.tcpinfo import read_own_socket
+            from toolkit.probes.tcpinfo import read_own_socket
 
             info = read_own_socket(sock)
         except Exception as exc:  # a probe must never take the server down

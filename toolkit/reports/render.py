@@ -15,14 +15,14 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import UsageError
-from toolkit.rows import ResultRow
+from toolkit.measure.rows import ResultRow
 from toolkit.sizes import format_size
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from toolkit.runner import CompareResult
+    from toolkit.runner.run import CompareResult
 
 # (field, heading, format, ratio against the baseline?), in two tables that fit a terminal.
 SPEED_COLUMNS: list[tuple[str, str, str, bool]] = [
@@ -229,7 +229,7 @@ def results_markdown(result: CompareResult, *, baseline: str = "single") -> str:
 
 
 def load_results(path: str) -> CompareResult:
-    from toolkit.runner import CompareResult
+    from toolkit.runner.run import CompareResult
 
     try:
         with open(path) as fh:

@@ -1,6 +1,6 @@
 """A minimal blocking HTTP/2 GET, for control requests (/stats, /mem) and checks.
 
-Not a load generator (that is toolkit.load): one connection, sequential requests.
+Not a load generator (that is toolkit.clients.builtin): one connection, sequential requests.
 """
 
 from __future__ import annotations
