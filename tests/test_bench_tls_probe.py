@@ -44,9 +44,9 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from tls_probe import InstrumentedTLS, MemoryBioTLS, make_cert_bundle, make_client_context
 from tls_probe.certs import CertBundle, make_server_context
 from tls_probe.records import NATIVE_RECORD_TALLY
+from toolkit.protocol.frames import data_frame_header
 from toolkit.server.socket_writer import SendCounters, SocketWriter
 from toolkit.server.tls_plan import tls_socket_calls
-from toolkit.server.zero_copy import data_frame_header
 from toolkit.strategies import Buffer, make_strategy
 
 WRITE_BYTES = 16384

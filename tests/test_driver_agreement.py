@@ -13,7 +13,8 @@ from __future__ import annotations
 import statistics
 from itertools import combinations
 
-from toolkit.runner.run import CellRunner, CompareConfig
+from toolkit.runner.cells import CellRunner
+from toolkit.runner.config import Cell, CompareConfig
 
 STRATEGIES = ["single", "split", "writev"]
 DRIVERS = ("builtin", "h2load")
@@ -27,7 +28,8 @@ def test_builtin_and_h2load_rank_the_strategies_alike():
     for _ in range(ROUNDS):
         for strategy in STRATEGIES:
             for driver, runner in runners.items():
-                sample, _ = runner.timing_pass(strategy, "h2", 1 << 20, with_alloc_probe=False)
+                sample, _ = runner.timing_pass(Cell(strategy, strategy, "h2", 1 << 20),
+                                                   with_alloc_probe=False)
                 assert sample.failures == 0
                 rps[driver][strategy].append(sample.req_per_s)
     ranges = {d: {s: (min(v), statistics.median(v), max(v)) for s, v in per.items()}

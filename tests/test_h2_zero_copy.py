@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toolkit.protocol.body import BodyStore, expected_chunk
-from toolkit.server.zero_copy import ZeroCopyH2Connection, data_frame_header
+from toolkit.protocol.frames import data_frame_header
+from toolkit.server.zero_copy import ZeroCopyH2Connection
 
 
 def _handshake(window: int, max_frame: int, conn_window_extra: int):

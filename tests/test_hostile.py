@@ -32,15 +32,8 @@ from hypothesis import strategies as st
 
 from toolkit.clients import hostile
 from toolkit.clients.builtin import LoadConfig, run_load
-from toolkit.server.guard import (
-    PREFACE,
-    ConnectionGuard,
-    FrameHead,
-    FrameScanner,
-    GuardLimits,
-    StallDetector,
-    TokenBucket,
-)
+from toolkit.protocol.frames import PREFACE, FrameHead, FrameScanner
+from toolkit.server.guard import ConnectionGuard, GuardLimits, StallDetector, TokenBucket
 from toolkit.server.process import ServerOptions, ServerProcess
 
 CALM = int(ErrorCodes.ENHANCE_YOUR_CALM)

@@ -11,7 +11,9 @@ import pytest
 from nghttpd_fixtures import free_port, make_cert, nghttpd, write_docroot
 from rich.console import Console
 
-from toolkit.clients.builtin import LoadConfig, LoadResult, render_load_result, run_load
+from toolkit.cli.load import render_load_result
+from toolkit.clients.builtin import LoadConfig, run_load
+from toolkit.clients.summary import LoadSummary
 from toolkit.errors import UsageError
 from toolkit.protocol.body import BodyStore
 
@@ -34,7 +36,7 @@ def h2c_port(docroot: Path) -> Iterator[int]:
         yield port
 
 
-def _ok(r: LoadResult, n: int) -> None:
+def _ok(r: LoadSummary, n: int) -> None:
     assert r.failures == 0, r.failures_by_cause
     assert r.requests == n
     assert r.latency_ms_p50 is not None and r.latency_ms_p99 is not None
@@ -145,7 +147,8 @@ def test_against_writeshape_serve() -> None:
 
 
 def test_render_shows_the_figures() -> None:
-    r = LoadResult(requests=3, failures=1, failures_by_cause={"reset": 1}, duration_s=1.5,
+    r = LoadSummary(driver="builtin", requests=3, failures=1, failures_by_cause={"reset": 1},
+                    duration_s=1.5,
                    req_per_s=2.0, mbytes_per_s=1.25, body_bytes_received=10,
                    latency_ms_p50=1.0, latency_ms_p90=2.0, latency_ms_p99=3.0,
                    latency_ms_max=4.0, ttfb_ms_p50=None, ttfb_ms_p99=None, connections=1,

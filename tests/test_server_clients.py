@@ -9,13 +9,13 @@ import pytest
 
 from toolkit.clients.fetch import fetch
 from toolkit.protocol.body import expected_chunk
-from toolkit.strategies import CLEARTEXT_STRATEGIES as CLEARTEXT
+from toolkit.strategies import strategy_names
 
 BODY_SIZES = (0, 1, 9000, 16384, 16385, 1 << 20)
 
 
 @pytest.mark.parametrize("threads", [False, True], ids=["loop", "threads"])
-@pytest.mark.parametrize("strategy", CLEARTEXT)
+@pytest.mark.parametrize("strategy", strategy_names("h2c"))
 def test_curl_gets_intact_bodies(start_server, strategy, threads):
     srv = start_server(strategy=strategy, threads=threads, body_bytes=300000)
     for n in BODY_SIZES:
@@ -29,7 +29,7 @@ def test_curl_gets_intact_bodies(start_server, strategy, threads):
 
 
 @pytest.mark.parametrize("threads", [False, True], ids=["loop", "threads"])
-@pytest.mark.parametrize("strategy", CLEARTEXT)
+@pytest.mark.parametrize("strategy", strategy_names("h2c"))
 def test_h2load_sees_no_failures(start_server, strategy, threads):
     srv = start_server(strategy=strategy, threads=threads, body_bytes=1 << 20)
     out = subprocess.run(["h2load", "-n", "200", "-c", "4", "-m", "4", f"{srv.url}/"],

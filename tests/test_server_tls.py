@@ -99,8 +99,9 @@ def _capture_one_run(tmp_path, strategy: str, attempt: int):
     from tls_probe.tshark import LoopbackCapture, count_lost_segments, count_tls_records
 
     name, _, option = strategy.partition("+")
+    dynamic = {"dynamic_records": option == "dynamic"}
     srv = ServerProcess(ServerOptions(strategy=name, tls=True, body_bytes=200000,
-                                      dynamic_records=option == "dynamic")).start()
+                                      strategy_options=dynamic)).start()
     pcap = tmp_path / f"cap{attempt}.pcapng"
     try:
         with LoopbackCapture(srv.port, pcap) as capture:
@@ -220,7 +221,8 @@ def test_no_tls_probe_needs_membio_tls():
 
 
 def test_dynamic_records_start_at_one_segment_grow_and_start_again_after_idle(start_server):
-    srv = start_server(strategy="coalesce", tls=True, body_bytes=MIB, dynamic_records=True)
+    srv = start_server(strategy="coalesce", tls=True, body_bytes=MIB,
+                       strategy_options={"dynamic_records": True})
 
     def sizes_of_one_response(f: H2Fetcher) -> dict[int, int]:
         before = f.get("/stats").json()["tls"]["record_sizes"]
@@ -245,7 +247,8 @@ def test_dynamic_records_start_at_one_segment_grow_and_start_again_after_idle(st
 
 
 def test_coalesce_only_options_on_other_strategies_are_noted_once(start_server):
-    srv = start_server(strategy="split", tls=True, body_bytes=1000, dynamic_records=True,
+    srv = start_server(strategy="split", tls=True, body_bytes=1000,
+                       strategy_options={"dynamic_records": True},
                        extra_args=("--coalesce-records-per-send", "4"))
     assert fetch(srv.url, "/").body == expected_chunk(0, 1000)
     notes = [ln for ln in srv.log_lines() if "coalesce only" in ln]

@@ -69,8 +69,8 @@ def test_every_strategy_writes_the_flush_bytes_in_order(segments, name, cuts):
 @given(st.one_of(flushes, many_frames), st.sampled_from((*CLEARTEXT, "coalesce")),
        st.booleans(), st.integers(1, 5))
 def test_every_tls_plan_ssl_writes_the_flush_bytes_in_order(segments, name, dynamic, per_send):
-    strategy = make_strategy(name, tls=True, dynamic_records=dynamic,
-                             coalesce_records_per_send=per_send)
+    strategy = make_strategy(name, tls=True, options={"dynamic_records": dynamic,
+                                                      "records_per_send": per_send})
     plaintext = bytearray()
     unflushed = 0
     for step in strategy.plan_tls(segments):
@@ -143,7 +143,7 @@ def test_coalesce_dynamic_records_start_small_then_grow():
     assert writes[-2] == TLS_MAX_RECORD_PLAINTEXT_BYTES
     small = [w for w in writes if w == Coalesce.small_record_bytes]
     assert len(small) * Coalesce.small_record_bytes >= Coalesce.small_record_window_bytes
-    strategy.reset_idle()
+    strategy.on_idle()
     again = [len(s.plaintext) for s in strategy.plan_tls(body) if isinstance(s, SslWrite)]
     assert again[0] == Coalesce.small_record_bytes
 

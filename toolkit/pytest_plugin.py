@@ -9,13 +9,15 @@ writeshape installed can write::
         benchmark.pedantic(batch, rounds=3)
         writeshape_figures(benchmark, batch)  # -> benchmark.extra_info
 
-Timing and counting are kept apart, as in ``writeshape compare``: the benchmark rounds
-run against an untraced server; write syscalls are counted in a separate run of the
-same configuration under strace (strace slows a server 10x or more); TLS records, CPU
-and memory come from the untraced server's own counters (``/stats``, ``/mem``) over the
-benchmark rounds; allocation per response from tracemalloc in the server, afterwards.
-The figures carry the names of the ``compare --json`` rows; one that was not measured
-is ``None`` (null), never 0.
+Timing and counting are kept apart, and measured the way ``writeshape compare`` measures
+them (the same snapshot-and-delta of the server, toolkit/measure/snapshot.py): the
+benchmark rounds run against an untraced server without the TLS record counters; write
+syscalls and TLS records are counted in a separate run of the same configuration under
+strace (strace slows a server 10x or more; with ``--writeshape-no-strace`` the timing
+server counts the records itself); CPU, memory and TCP segments come from the untraced
+server over the benchmark rounds; allocation per response from tracemalloc in the
+server, afterwards. The figures carry the names of the ``compare --json`` rows; one
+that was not measured is ``None`` (null), never 0.
 
 Importing this module costs nothing beyond pytest: everything else is imported by the
 fixtures when a test uses them, so unrelated suites are not slowed down.
@@ -35,19 +37,16 @@ import pytest
 from toolkit.errors import UsageError, WriteshapeError
 
 if TYPE_CHECKING:
-    from toolkit.clients.builtin import LoadResult
+    from toolkit.clients.summary import LoadSummary
+    from toolkit.measure.snapshot import Snapshot
     from toolkit.server.process import ServerOptions, ServerProcess
 
 FIXTURES = ("writeshape_server", "writeshape_batch", "writeshape_figures")
-#: extra_info keys shown in the terminal summary (names of the compare JSON rows).
-SUMMARY_FIELDS = (
-    ("req_per_s", "req/s", ".0f"),
-    ("latency_ms_p99", "p99 ms", ".2f"),
-    ("write_syscalls_per_response", "writes/resp", ".2f"),
-    ("bytes_per_write_syscall", "B/write", ".0f"),
-    ("tls_records_per_response", "TLS rec/resp", ".2f"),
-    ("alloc_bytes_per_response", "alloc B/resp", ".0f"),
-)
+#: extra_info keys shown in the terminal summary (names of the compare JSON rows; their
+#: headings and formats come from the row's field declarations).
+SUMMARY_FIELDS = ("req_per_s", "latency_ms_p99", "write_syscalls_per_response",
+                  "bytes_per_write_syscall", "tls_records_per_response",
+                  "alloc_bytes_per_response")
 
 
 class BatchFailedError(WriteshapeError):
@@ -112,21 +111,18 @@ class BenchServer:
 
 
 def start_server(strategy: str = "writev", transport: str = "h2c",
-                 body_bytes: int | str = 16 << 10, **options: Any) -> BenchServer:
-    """Start a server; ``options`` are further ``ServerOptions`` fields (threads, ...)."""
-    from toolkit.runner.run import TRANSPORTS
+                 body_bytes: int | str = 16 << 10, *, tls_probe: bool = True,
+                 **options: Any) -> BenchServer:
+    """Start a server; ``options`` are further ``ServerOptions`` fields (threads, ...).
+    ``tls_probe=False``: a TLS timing server without the record counters, as compare's."""
     from toolkit.server.process import ServerOptions, ServerProcess
     from toolkit.sizes import parse_size
-    from toolkit.strategies import STRATEGIES
+    from toolkit.strategies import check_strategy
 
-    if strategy not in STRATEGIES:
-        raise UsageError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
-    if transport not in TRANSPORTS:
-        raise UsageError(f"unknown transport {transport!r}; choose h2c or h2")
-    if strategy == "coalesce" and transport != "h2":
-        raise UsageError("coalesce is a TLS strategy: use transport 'h2'")
+    check_strategy(strategy, transport)
     size = parse_size(body_bytes)
-    opts = ServerOptions(strategy=strategy, tls=transport == "h2", body_bytes=size, **options)
+    opts = ServerOptions(strategy=strategy, tls=transport == "h2", body_bytes=size,
+                         tls_probe=tls_probe or transport != "h2", **options)
     proc = ServerProcess(opts)
     try:
         proc.start()
@@ -137,13 +133,17 @@ def start_server(strategy: str = "writev", transport: str = "h2c",
 
 
 @pytest.fixture
-def writeshape_server() -> Iterator[Callable[..., BenchServer]]:
+def writeshape_server(request: pytest.FixtureRequest) -> Iterator[Callable[..., BenchServer]]:
     """Factory: ``writeshape_server(strategy, transport, body_bytes=..., **server_options)``
-    starts a real server process; every server started is stopped at teardown."""
+    starts a real server process; every server started is stopped at teardown. TLS
+    servers run without the record counters when a counting run will count the records
+    (as compare's timing servers do)."""
     started: list[BenchServer] = []
+    probe_free = not request.config.getoption("writeshape_no_strace")
 
     def factory(strategy: str = "writev", transport: str = "h2c",
                 body_bytes: int | str = 16 << 10, **options: Any) -> BenchServer:
+        options.setdefault("tls_probe", not probe_free)
         server = start_server(strategy, transport, body_bytes, **options)
         started.append(server)
         return server
@@ -160,7 +160,7 @@ def writeshape_server() -> Iterator[Callable[..., BenchServer]]:
 class Batch:
     """One benchmark round: ``requests`` real requests over ``connections`` x ``streams``.
 
-    Calling it runs the round and returns its ``LoadResult``; a round with any failed
+    Calling it runs the round and returns its ``LoadSummary``; a round with any failed
     request raises :class:`BatchFailedError`. Creating it runs one untimed warm-up round
     and snapshots the server's counters, so that :func:`measure_figures` sees exactly
     the benchmark rounds.
@@ -175,17 +175,19 @@ class Batch:
         self.connections = connections
         self.streams = streams
         self.timeout_s = timeout_s
-        self.results: list[LoadResult] = []
+        self.results: list[LoadSummary] = []
         if warmup:
             self._run()
-        self.baseline = _Snapshot.take(server)
+        from toolkit.measure.snapshot import take_snapshot
 
-    def __call__(self) -> LoadResult:
+        self.baseline: Snapshot = take_snapshot(server.process)
+
+    def __call__(self) -> LoadSummary:
         result = self._run()
         self.results.append(result)
         return result
 
-    def _run(self) -> LoadResult:
+    def _run(self) -> LoadSummary:
         from toolkit.clients.builtin import LoadConfig, run_load_async
 
         cfg = LoadConfig(url=f"{self.server.url}/", requests=self.requests,
@@ -223,87 +225,53 @@ def writeshape_batch() -> Callable[..., Batch]:
 # --- figures ----------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class _Snapshot:
-    stats: dict[str, Any]
-    mem: dict[str, Any]
-    cpu_s: float | None
-
-    @classmethod
-    def take(cls, server: BenchServer) -> _Snapshot:
-        # /mem collects garbage: read it before /stats so the snapshot of counters is last.
-        mem = server.mem()
-        stats = server.stats()
-        return cls(stats=stats, mem=mem, cpu_s=_cpu_s(server.process.server_pid))
-
-
-def _cpu_s(pid: int | None) -> float | None:
-    if pid is None:
-        return None
-    import psutil
-
-    try:
-        t = psutil.Process(pid).cpu_times()
-    except psutil.Error:
-        return None
-    return float(t.user + t.system)
-
-
-def _dig(d: dict[str, Any], *path: str) -> Any:
-    for key in path:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(key)  # type: ignore[assignment]
-    return d
-
-
-def _delta(a: dict[str, Any], b: dict[str, Any], *path: str) -> int | None:
-    x, y = _dig(a, *path), _dig(b, *path)
-    return None if x is None or y is None else y - x
-
-
-def _tls_deltas(before: dict[str, Any], after: dict[str, Any],
-                overhead: dict[str, Any]) -> dict[str, int | None]:
-    """TLS counter deltas over the rounds, minus what the snapshots themselves cost
-    (``overhead``: the delta between two back-to-back snapshots)."""
-    out: dict[str, int | None] = {}
-    for key in ("records", "record_bytes", "plaintext_bytes", "ssl_writes"):
-        d = _delta(before, after, "tls", key)
-        o = _dig(overhead, key)
-        out[key] = None if d is None else d - (o or 0)
-    return out
-
-
 def _median(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return float(statistics.median(present)) if present else None
-
-
-def _per(total: float | None, count: int | None) -> float | None:
-    return None if total is None or not count else total / count
 
 
 def count_writes(options: ServerOptions, *, requests: int, connections: int,
                  streams: int) -> dict[str, Any]:
     """Counting run: the same server configuration under strace, one load of ``requests``.
 
-    Returns the compare-row figures write_syscalls_per_response, bytes_per_write_syscall,
-    syscalls (per response), self_count_matches_strace, plus counting_responses. Use the
-    shape of a benchmark round (requests, connections, streams): connection set-up writes
-    (SETTINGS, TLS handshake) are then shared out over responses as in the timed rounds.
+    Returns the compare-row figures of a counting run (write syscalls, bytes per write,
+    syscalls per response, the self-count check, TLS records). Use the shape of a
+    benchmark round (requests, connections, streams): connection set-up writes (SETTINGS,
+    TLS handshake) are then shared out over responses as in the timed rounds.
     """
-    from toolkit.clients.builtin import LoadConfig, run_load
+    from toolkit.clients.drivers import run_driver
     from toolkit.measure.rows import counting_figures
-    from toolkit.runner.run import counting_run
+    from toolkit.runner.cells import counting_run
 
     def load(url: str) -> None:
-        run_load(LoadConfig(url=url, requests=requests, connections=connections,
-                            streams=streams, insecure=True))
+        run_driver("builtin", url, requests=requests, connections=connections,
+                   streams=streams)
 
-    figures = counting_figures(counting_run(dataclasses.replace(options, port=0), load))
+    # The counting server counts TLS records (the timing server may not).
+    opts = dataclasses.replace(options, port=0, tls_probe=True)
+    figures = counting_figures(counting_run(opts, load))
     keep = ("write_syscalls_per_response", "bytes_per_write_syscall", "syscalls",
-            "self_count_matches_strace", "counting_responses", "strace_unparsed_lines")
+            "self_count_matches_strace", "counting_responses", "strace_unparsed_lines",
+            "tls_records_per_response", "tls_record_bytes_mean",
+            "tls_overhead_bytes_per_response", "tls_ssl_writes_per_response")
     return {k: figures[k] for k in keep}
+
+
+def _rounds_summary(batch: Batch) -> LoadSummary:
+    """The benchmark rounds as one load: their requests, the medians of their figures."""
+    from toolkit.clients.summary import LoadSummary
+
+    rs = batch.results
+
+    def med(name: str) -> float | None:
+        return _median([getattr(r, name) for r in rs])
+
+    return LoadSummary(
+        driver="builtin", requests=sum(r.requests for r in rs), failures=0,
+        duration_s=sum(r.duration_s or 0.0 for r in rs) or None,
+        req_per_s=med("req_per_s"), mbytes_per_s=med("mbytes_per_s"),
+        latency_ms_p50=med("latency_ms_p50"), latency_ms_p90=med("latency_ms_p90"),
+        latency_ms_p99=med("latency_ms_p99"), latency_ms_max=med("latency_ms_max"))
 
 
 def measure_figures(batch: Batch, *, strace: bool = True, alloc: bool = True,
@@ -313,20 +281,13 @@ def measure_figures(batch: Batch, *, strace: bool = True, alloc: bool = True,
     Call it after the benchmark rounds: counters are read as deltas since the batch was
     created (warm-up excluded), then the allocation probe and the counting run follow.
     """
+    from toolkit.measure.rows import timing_figures
+    from toolkit.measure.snapshot import take_snapshot, timing_sample
+
     server = batch.server
-    after = _Snapshot.take(server)
-    # A second snapshot right after: what taking a snapshot itself adds to the counters
-    # (its connections' handshakes and records), subtracted below.
-    again = _Snapshot.take(server).stats
-    overhead = {k: _delta(after.stats, again, "tls", k)
-                for k in ("records", "record_bytes", "plaintext_bytes", "ssl_writes")}
-    before = batch.baseline
-    n = batch.responses
-    tls = _tls_deltas(before.stats, after.stats, overhead)
-    cpu = None if before.cpu_s is None or after.cpu_s is None else after.cpu_s - before.cpu_s
-    heap0, heap1 = before.mem.get("live_heap_bytes"), after.mem.get("live_heap_bytes")
-    server_calls = _delta(before.stats, after.stats, "send_calls", "send")
-    server_msgs = _delta(before.stats, after.stats, "send_calls", "sendmsg")
+    after = take_snapshot(server.process, after_load=True)
+    sample = timing_sample(_rounds_summary(batch), batch.baseline, after)
+    timing = timing_figures([sample])
     figures: dict[str, Any] = {
         "strategy": server.strategy,
         "transport": server.transport,
@@ -334,24 +295,13 @@ def measure_figures(batch: Batch, *, strace: bool = True, alloc: bool = True,
         "requests_per_round": batch.requests,
         "connections": batch.connections,
         "streams": batch.streams,
-        "requests": n,
-        "failures": 0,  # a round with failures raises
-        "req_per_s": _median([r.req_per_s for r in batch.results]),
-        "mbytes_per_s": _median([r.mbytes_per_s for r in batch.results]),
-        "latency_ms_p50": _median([r.latency_ms_p50 for r in batch.results]),
-        "latency_ms_p99": _median([r.latency_ms_p99 for r in batch.results]),
-        "cpu_s_per_request": _per(cpu, n),
-        "rss_delta_bytes": after.mem["rss_bytes"] - before.mem["rss_bytes"],
-        "live_heap_delta_bytes": None if heap0 is None or heap1 is None else heap1 - heap0,
-        # The untraced server's own count of its socket calls during the rounds.
-        "server_send_calls_per_response": None if server_calls is None or server_msgs is None
-        else _per(server_calls + server_msgs, n),
-        "tls_records_per_response": _per(tls["records"], n),
-        "tls_record_bytes_mean": _per(tls["record_bytes"], tls["records"]),
-        "tls_overhead_bytes_per_response": None
-        if tls["record_bytes"] is None or tls["plaintext_bytes"] is None
-        else _per(tls["record_bytes"] - tls["plaintext_bytes"], n),
-        "tls_ssl_writes_per_response": _per(tls["ssl_writes"], n),
+        **{k: timing[k] for k in (
+            "requests", "failures", "req_per_s", "mbytes_per_s", "latency_ms_p50",
+            "latency_ms_p99", "cpu_s_per_request", "rss_delta_bytes",
+            "live_heap_delta_bytes", "tcp_data_segments_per_response",
+            "tcp_bytes_per_response", "tls_records_per_response", "tls_record_bytes_mean",
+            "tls_overhead_bytes_per_response", "tls_ssl_writes_per_response",
+            "timing_tls_probe")},
         "alloc_bytes_per_response": None,
         "write_syscalls_per_response": None,
         "bytes_per_write_syscall": None,
@@ -396,14 +346,14 @@ def writeshape_figures(request: pytest.FixtureRequest) -> Callable[..., dict[str
 # --- terminal summary -----------------------------------------------------------------------
 
 
-def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def summary_lines(rows: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
-    """A plain table of (source, benchmark name, extra_info) rows."""
-    header = ["source", "benchmark", *(label for _k, label, _s in SUMMARY_FIELDS)]
-    table = [header] + [[src, name, *(_fmt(info.get(k), s) for k, _l, s in SUMMARY_FIELDS)]
+    """A plain table of (source, benchmark name, extra_info) rows; headings and formats
+    are those of the compare table (the row's field declarations)."""
+    from toolkit.measure.rows import FIGURES
+
+    figs = [FIGURES[k] for k in SUMMARY_FIELDS]
+    header = ["source", "benchmark", *(f.heading for f in figs)]
+    table = [header] + [[src, name, *(f.format(info.get(f.name)) for f in figs)]
                         for src, name, info in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     return ["  ".join(c.ljust(w) if i < 2 else c.rjust(w)

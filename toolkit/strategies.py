@@ -12,15 +12,24 @@ Plans are generators: the I/O shell pulls the next step only once the previous s
 call has completed, so a strategy that reuses a scratch buffer (``coalesce``) never has
 two records' worth of copies alive, and ciphertext never piles up behind a slow reader.
 
-Adding a strategy is one class here and one line in :data:`STRATEGIES`.
+Adding a strategy is one class here and one line in :data:`STRATEGIES`: the command line,
+the runner, the server, the pytest plugin and the tests' parametrisation all read the
+registry (what a strategy supports: TLS only, its options and their flags, its hooks).
+A strategy that lives elsewhere registers itself with :func:`register` in a module named
+by ``WRITESHAPE_STRATEGY_MODULES`` (comma-separated), which every process imports when it
+reads the registry, server processes included.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
+
+from toolkit.errors import UsageError
 
 Buffer = bytes | bytearray | memoryview
 
@@ -95,12 +104,47 @@ def chain_groups(segments: Sequence[Buffer], threshold: int) -> list[Buffer]:
     return out
 
 
+@dataclass(frozen=True)
+class StrategyOption:
+    """An option a strategy takes: its keyword, its `writeshape serve` flag, its check.
+
+    ``kind`` is ``bool`` (a flag without a value) or ``int``; ``check`` returns what is
+    wrong with a value (one line) or None.
+    """
+
+    name: str
+    flag: str
+    kind: type
+    default: Any
+    help: str
+    check: Callable[[Any], str | None] = lambda _value: None
+    tls_only: bool = False  # the option shapes TLS records: meaningless on h2c
+
+    def argv(self, value: Any) -> list[str]:
+        """The serve arguments that set ``value`` (none for the default)."""
+        if value == self.default:
+            return []
+        return [self.flag] if self.kind is bool else [self.flag, str(value)]
+
+
 class Strategy:
-    """Base: a strategy object is made per connection (it may own scratch buffers)."""
+    """Base: a strategy object is made per connection (it may own scratch buffers).
+
+    Declarations the rest of the toolkit reads: ``tls_only``, ``options`` (keywords of
+    ``__init__``, each with its serve flag) and the idle hook (``idle_reset_after_s``:
+    after that long without writes the server calls ``on_idle``)."""
 
     name: ClassVar[str]
     description: ClassVar[str]
     tls_only: ClassVar[bool] = False
+    options: ClassVar[tuple[StrategyOption, ...]] = ()
+
+    @property
+    def idle_reset_after_s(self) -> float | None:
+        return None
+
+    def on_idle(self) -> None:
+        """The connection wrote nothing for ``idle_reset_after_s``."""
 
     def plan(self, segments: Sequence[Buffer]) -> Iterator[SocketCall]:
         raise NotImplementedError
@@ -205,8 +249,19 @@ class Coalesce(Strategy):
     name = "coalesce"
     description = "TLS: fill 16 KiB records from a reused scratch buffer, one SSL_write each"
     tls_only = True
+    options = (
+        StrategyOption("dynamic_records", "--dynamic-records", bool, False,
+                       "small TLS records first, and again after 1 s idle", tls_only=True),
+        StrategyOption("records_per_send", "--coalesce-records-per-send", int, 1,
+                       "records gathered into one sendmsg",
+                       check=lambda n: None if 1 <= n <= IOV_MAX
+                       else f"must be 1..{IOV_MAX} (IOV_MAX)"),
+    )
     small_record_bytes = 1369  # 1460-byte MSS minus TLS 1.3 overhead (22) and TCP options
     small_record_window_bytes = 128 * 1024  # Go: grow to full records after 128 KiB
+    # After a pause the congestion window has shrunk again (RFC 7661): start over with
+    # small records, as nghttpx (tls-dyn-rec-idle-timeout) and h2o do.
+    dynamic_record_idle_s = 1.0
 
     def __init__(self, dynamic_records: bool = False, records_per_send: int = 1) -> None:
         if not 1 <= records_per_send <= IOV_MAX:
@@ -216,8 +271,12 @@ class Coalesce(Strategy):
         self.records_per_send = records_per_send
         self.plaintext_written_bytes = 0
 
-    def reset_idle(self) -> None:
-        """Called after the connection was idle: start with small records again."""
+    @property
+    def idle_reset_after_s(self) -> float | None:
+        return self.dynamic_record_idle_s if self.dynamic_records else None
+
+    def on_idle(self) -> None:
+        """Start with small records again."""
         self.plaintext_written_bytes = 0
 
     def _record_limit(self) -> int:
@@ -262,24 +321,98 @@ class Coalesce(Strategy):
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls for cls in (Single, Split, Writev, Cork, Chain, Coalesce)
 }
-CLEARTEXT_STRATEGIES = tuple(n for n, c in STRATEGIES.items() if not c.tls_only)
+TRANSPORTS = ("h2c", "h2")
+PLUGIN_MODULES_ENV = "WRITESHAPE_STRATEGY_MODULES"
 
 
-def make_strategy(name: str, *, tls: bool, dynamic_records: bool = False,
-                  coalesce_records_per_send: int = 1) -> Strategy:
-    from toolkit.errors import UsageError
+def register(cls: type[Strategy]) -> type[Strategy]:
+    """Add a strategy to the registry (usable as a class decorator)."""
+    STRATEGIES[cls.name] = cls
+    return cls
 
+
+def _load_plugin_modules() -> None:
+    for module in filter(None, (m.strip() for m in
+                                os.environ.get(PLUGIN_MODULES_ENV, "").split(","))):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise UsageError(f"{PLUGIN_MODULES_ENV}: cannot import {module!r}: {exc}") from None
+
+
+
+def supports(name: str, transport: str) -> bool:
+    """Whether strategy ``name`` can serve ``transport`` ("h2c" or "h2")."""
+    cls = STRATEGIES.get(name)
+    return cls is not None and (transport == "h2" or not cls.tls_only)
+
+
+def strategy_names(transport: str | None = None) -> tuple[str, ...]:
+    """Every registered strategy, or those that serve ``transport``."""
+    return tuple(n for n in STRATEGIES if transport is None or supports(n, transport))
+
+
+def check_strategy(name: str, transport: str | None = None) -> type[Strategy]:
+    """The class of ``name``; a UsageError naming the choices or the missing transport."""
     cls = STRATEGIES.get(name)
     if cls is None:
         raise UsageError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
-    if cls.tls_only and not tls:
-        raise UsageError(f"strategy {name!r} needs TLS (transport h2 / --tls)")
-    if cls is Coalesce:
-        return Coalesce(dynamic_records=dynamic_records,
-                        records_per_send=coalesce_records_per_send)
-    return cls()
+    if transport is not None and transport not in TRANSPORTS:
+        raise UsageError(f"unknown transport {transport!r}; choose h2c or h2")
+    if transport is not None and not supports(name, transport):
+        raise UsageError(f"{name} is a TLS strategy: it needs TLS (transport h2 / --tls)")
+    return cls
+
+
+def all_options() -> dict[str, StrategyOption]:
+    """Every option of every registered strategy, by keyword (flags are unique)."""
+    out: dict[str, StrategyOption] = {}
+    for cls in STRATEGIES.values():
+        for opt in cls.options:
+            out.setdefault(opt.name, opt)
+    return out
+
+
+def check_options(name: str, options: Mapping[str, Any], *, tls: bool) -> list[str]:
+    """Validate ``options`` for strategy ``name``; return the notes for options that are
+    valid but that this strategy ignores (compare's --server-args passes the same options
+    to every server). A bad value or an option that needs TLS raises UsageError."""
+    known = all_options()
+    own = {o.name for o in check_strategy(name).options}
+    ignored = []
+    for key, value in options.items():
+        opt = known.get(key)
+        if opt is None:
+            raise UsageError(f"no strategy takes an option {key!r}")
+        problem = opt.check(value)
+        if problem:
+            raise UsageError(f"{opt.flag} {problem}")
+        if value == opt.default:
+            continue
+        if opt.tls_only and not tls:
+            raise UsageError(f"{opt.flag} sizes TLS records: it needs --tls")
+        if key not in own:
+            ignored.append(opt.flag)
+    if not ignored:
+        return []
+    owners = sorted({c.name for c in STRATEGIES.values()
+                     for o in c.options if o.flag in ignored})
+    return [f"{' and '.join(ignored)}: {', '.join(owners)} only; "
+            f"strategy {name} ignores it"]
+
+
+def make_strategy(name: str, *, tls: bool, options: Mapping[str, Any] | None = None
+                  ) -> Strategy:
+    """A fresh strategy object (one per connection) with the options it declares."""
+    cls = check_strategy(name, "h2" if tls else "h2c")
+    own = {o.name for o in cls.options}
+    return cls(**{k: v for k, v in (options or {}).items() if k in own})
 
 
 def wire_bytes(calls: Sequence[SocketCall]) -> bytes:
     """What the calls put on the wire, in order (for tests and checks)."""
     return b"".join(bytes(b) for c in calls for b in c.buffers)
+
+
+# Last: a plugin module imports this one to register its strategy.
+_load_plugin_modules()

@@ -6,13 +6,34 @@ Thin shell over strace_parsers: the library reads and counts, this module render
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Annotated
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
 from strace_parsers import WRITE_FAMILY, Summary, summarize_paths
+from toolkit.cli.app import app
+from toolkit.cli.common import console as make_console
 
 MAX_EXAMPLES_SHOWN = 5
+
+
+@app.command()
+def syscalls(
+    paths: Annotated[list[Path], typer.Argument(help="strace logs, or -ff directories")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    pid: Annotated[int | None, typer.Option(help="only this pid")] = None,
+    fd_kind: Annotated[str, typer.Option(help="socket, pipe, file or any")] = "any",
+    strict: Annotated[
+        bool, typer.Option("--strict", help="fail at the first unparsed line")
+    ] = False,
+) -> None:
+    """Count syscalls, errors and bytes in real strace output."""
+    code = run_syscalls([str(p) for p in paths], as_json=as_json, pid=pid, fd_kind=fd_kind,
+                        strict=strict, console=make_console())
+    raise typer.Exit(code)
 
 
 def run_syscalls(paths: list[str], *, as_json: bool, pid: int | None, fd_kind: str,

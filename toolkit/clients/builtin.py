@@ -22,39 +22,21 @@ client also counts the TLS records it receives.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import ssl
-import struct
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
-from rich.console import Console
-from rich.table import Table
-
-from toolkit.clients.latency import LatencyHistogram
-from toolkit.errors import UsageError, WriteshapeError
-from toolkit.protocol.body import matches_pattern
-
-MAX_WINDOW = 2**31 - 1
-INITIAL_WINDOW = 2**30 - 1
-_WINDOW_UPDATE_THRESHOLD = INITIAL_WINDOW // 4
-_FRAME_HEADER = struct.Struct(">BHBBL")
-_DATA, _HEADERS_FRAME = 0x0, 0x1
-_FLAG_END_STREAM, _FLAG_PADDED = 0x1, 0x8
-_RECV_CHUNK = 256 * 1024
-
-FAILURE_CAUSES = (
-    "connect", "tls", "reset", "goaway", "status", "length", "pattern", "timeout", "protocol",
-)  # fmt: skip
+from toolkit.clients.h2_client import (
+    ConnectionFailed,
+    H2LoadConnection,
+    RunState,
+    make_client_context,
+    make_tls,
+)
+from toolkit.clients.summary import LoadSummary, rate
+from toolkit.clients.target import Target, parse_target
+from toolkit.errors import UsageError
 
 
 @dataclass
@@ -75,529 +57,40 @@ class LoadConfig:
     max_frame_size: int | None = None
 
 
-@dataclass
-class LoadResult:
-    requests: int
-    failures: int
-    failures_by_cause: dict[str, int]
-    duration_s: float
-    req_per_s: float
-    mbytes_per_s: float
-    body_bytes_received: int
-    latency_ms_p50: float | None
-    latency_ms_p90: float | None
-    latency_ms_p99: float | None
-    latency_ms_max: float | None
-    ttfb_ms_p50: float | None
-    ttfb_ms_p99: float | None
-    connections: int
-    streams: int
-    tls_records_received: int | None = None
-    tls_record_bytes_received: int | None = None
-    latency_ms_mean: float | None = None
-    transport: str = "h2c"
-    url: str = ""
-    warmup_requests: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# --- target -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    tls: bool
-    host: str
-    port: int
-    authority: str
-    path: str
-
-
-def parse_target(url: str, path_override: str | None = None) -> Target:
-    """Splits an http:// or https:// URL; anything else is a UsageError."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise UsageError(f"bad URL {url!r}: {exc}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"bad URL {url!r}: use http://HOST:PORT/PATH or https://HOST:PORT/PATH")
-    tls = parts.scheme == "https"
-    port = port or (443 if tls else 80)
-    path = path_override or (parts.path or "/")
-    if path_override is None and parts.query:
-        path += "?" + parts.query
-    return Target(tls=tls, host=parts.hostname, port=port, authority=parts.netloc, path=path)
-
-
-# --- TLS adapter ------------------------------------------------------------------------
-
-
-def _make_tls(ctx: ssl.SSLContext, server_hostname: str) -> Any:
-    from tls_probe import InstrumentedTLS
-
-    return InstrumentedTLS(ctx, server_side=False, server_hostname=server_hostname)
-
-
-def make_client_context(cfg: LoadConfig) -> ssl.SSLContext:
-    from tls_probe import make_client_context as probe_ctx
-
-    return probe_ctx(cfg.ca_pem_path, insecure=cfg.insecure, alpn=("h2",))
-
-
-# --- shared run state ---------------------------------------------------------------------
-
-
-@dataclass
-class _Stream:
-    started: float
-    measured: bool
-    status: int | None = None
-    content_length: int | None = None
-    ttfb: float | None = None
-    received: int = 0
-    unacked: int = 0  # stream-level flow-controlled bytes not yet returned
-    pattern_ok: bool = True
-
-
-@dataclass
-class _Run:
-    cfg: LoadConfig
-    target: Target
-    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
-    ttfb: LatencyHistogram = field(default_factory=LatencyHistogram)
-    ok: int = 0
-    failures: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAILURE_CAUSES, 0))
-    body_bytes: int = 0
-    warmup_left: int = 0
-    measured_left: int | None = None  # None: duration mode
-    deadline: float | None = None
-    stop_issuing: bool = False
-    last_progress_s: float = field(default_factory=time.perf_counter)
-    measuring: bool = False
-    in_flight: int = 0
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    clients: list[_H2Client] = field(default_factory=list)
-
-    def take_ticket(self) -> bool | None:
-        """None: no more requests; else whether the request is measured."""
-        if self.stop_issuing:
-            return None
-        if self.warmup_left > 0:
-            self.warmup_left -= 1
-            return False
-        if not self.measuring:
-            return None  # warm-up drained, measurement not started yet
-        if self.deadline is not None and time.perf_counter() >= self.deadline:
-            return None
-        if self.measured_left is not None:
-            if self.measured_left <= 0:
-                return None
-            self.measured_left -= 1
-        return True
-
-    def tickets_done(self) -> bool:
-        """True when no request will be issued any more in this phase."""
-        if self.stop_issuing:
-            return True
-        if self.warmup_left > 0:
-            return False
-        if not self.measuring:
-            return True
-        if self.deadline is not None and time.perf_counter() >= self.deadline:
-            return True
-        return self.measured_left is not None and self.measured_left <= 0
-
-    def fail(self, cause: str, measured: bool = True) -> None:
-        if measured:
-            self.failures[cause] = self.failures.get(cause, 0) + 1
-
-
-class _ConnectionFailed(Exception):
-    def __init__(self, cause: str, detail: str) -> None:
-        super().__init__(detail)
-        self.cause = cause
-
-
-# --- one connection ---------------------------------------------------------------------
-
-
-class _H2Client(asyncio.BufferedProtocol):
-    def __init__(self, run: _Run, tls: Any | None) -> None:
-        self.run = run
-        self.tls: Any = tls
-        self.transport: asyncio.Transport | None = None
-        cfg = h2.config.H2Configuration(
-            client_side=True, header_encoding=None,
-            # Header linting costs ~40 us per request; a load generator measures, it
-            # does not lint (our request headers are constant, the response is checked
-            # for status, content-length and body below).
-            validate_outbound_headers=False, normalize_outbound_headers=False,
-            validate_inbound_headers=False, normalize_inbound_headers=False,
-        )
-        self.h2 = h2.connection.H2Connection(cfg)
-        settings = {
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: INITIAL_WINDOW,
-            h2.settings.SettingCodes.ENABLE_PUSH: 0,
-        }
-        if run.cfg.max_frame_size:
-            settings[h2.settings.SettingCodes.MAX_FRAME_SIZE] = run.cfg.max_frame_size
-        self.h2.local_settings = h2.settings.Settings(client=True, initial_values=settings)
-        self.max_frame = self.h2.local_settings.max_frame_size
-        self.streams: dict[int, _Stream] = {}
-        # Receive buffer: room for one maximal frame plus one socket read.
-        self.buf = bytearray(self.max_frame + 9 + 2 * _RECV_CHUNK)
-        self.start = 0
-        self.end = 0
-        self.cipher_buf = bytearray(_RECV_CHUNK)
-        self.out: list[bytes] = []
-        self.conn_unacked = 0
-        self.fast_path = True
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.dead_cause: str | None = None
-        self.handshaken = False
-        self.request_headers = [
-            (b":method", b"GET"),
-            (b":scheme", b"https" if run.target.tls else b"http"),
-            (b":authority", run.target.authority.encode()),
-            (b":path", run.target.path.encode()),
-        ]
-
-    # asyncio callbacks -----------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.tls is None:
-            self._start_h2()
-        else:
-            self._tls_handshake()
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        if self.tls is not None:
-            return memoryview(self.cipher_buf)
-        self._make_room()
-        return memoryview(self.buf)[self.end:]
-
-    def buffer_updated(self, nbytes: int) -> None:
-        try:
-            if self.tls is not None:
-                self.tls.feed_ciphertext(bytes(self.cipher_buf[:nbytes]))
-                if not self.handshaken and not self._tls_handshake():
-                    return
-                # One read returns at most one buffer's worth: drain everything fed, or
-                # plaintext would sit in OpenSSL with no socket event to fetch it.
-                while plain := self.tls.read_plaintext():
-                    self._append(plain)
-            else:
-                self.end += nbytes
-            self._parse()
-        except h2.exceptions.ProtocolError as exc:
-            self._die("protocol", str(exc))
-        except (ssl.SSLError, WriteshapeError) as exc:  # tls_probe raises TlsError types
-            self._die("tls", str(exc))
-        self._flush()
-
-    def eof_received(self) -> bool | None:
-        self._die("reset", "server closed the connection")
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._die("reset", str(exc) if exc else "connection closed")
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    # TLS -------------------------------------------------------------------------------
-    def _tls_handshake(self) -> bool:
-        try:
-            done = self.tls.do_handshake()
-        except ssl.SSLError as exc:
-            self._die("tls", f"TLS handshake failed: {exc}")
-            return False
-        self._write_raw(self.tls.take_ciphertext())
-        if done:
-            self.handshaken = True
-            if self.tls.alpn_protocol != "h2":
-                self._die("tls", f"server did not negotiate h2 via ALPN "
-                                 f"(got {self.tls.alpn_protocol!r})")
-                return False
-            self._start_h2()
-        return done
-
-    def _write_raw(self, data: bytes) -> None:
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    # HTTP/2 ------------------------------------------------------------------------------
-    def _start_h2(self) -> None:
-        self.h2.initiate_connection()
-        self.h2.increment_flow_control_window(INITIAL_WINDOW - 65535)
-        self._flush()
-
-    def _make_room(self) -> None:
-        if len(self.buf) - self.end >= _RECV_CHUNK:
-            return
-        n = self.end - self.start
-        self.buf[:n] = self.buf[self.start:self.end]
-        self.start, self.end = 0, n
-
-    def _append(self, data: bytes) -> None:
-        if not data:
-            return
-        if len(self.buf) - self.end < len(data):
-            n = self.end - self.start
-            self.buf[:n] = self.buf[self.start:self.end]
-            self.start, self.end = 0, n
-            if len(self.buf) - n < len(data):
-                self.buf.extend(bytes(len(data) - (len(self.buf) - n)))
-        self.buf[self.end:self.end + len(data)] = data
-        self.end += len(data)
-
-    def _parse(self) -> None:
-        """Walks whole frames: DATA of known streams in place, the rest through h2."""
-        buf, pos, end = self.buf, self.start, self.end
-        pending_from = pos  # start of a run of frames still to hand to h2
-        unpack = _FRAME_HEADER.unpack_from
-        streams = self.streams
-        while end - pos >= 9:
-            hi, lo, ftype, flags, sid = unpack(buf, pos)
-            length = (hi << 16) | lo
-            if end - pos < 9 + length:
-                break
-            sid &= 0x7FFFFFFF
-            if ftype != _DATA or sid not in streams or not self.fast_path:
-                pos += 9 + length
-                continue
-            if pending_from < pos:
-                # Let h2 see what came before (this stream's HEADERS, usually) first.
-                self._feed_h2(bytes(buf[pending_from:pos]))
-                pending_from = pos
-            st = streams.get(sid)
-            if st is None or st.status is None or length > self.max_frame:
-                pos += 9 + length
-                continue
-            self._fast_data(st, sid, flags, pos + 9, length)
-            pos += 9 + length
-            pending_from = pos
-        if pending_from < pos:
-            self._feed_h2(bytes(buf[pending_from:pos]))
-        self.start = pos
-        if self.start == self.end:
-            self.start = self.end = 0
-
-    def _fast_data(self, st: _Stream, sid: int, flags: int, at: int, length: int) -> None:
-        n = length
-        if flags & _FLAG_PADDED and length:
-            pad = self.buf[at]
-            at += 1
-            n = length - 1 - pad
-        if n > 0:
-            if self.run.cfg.verify_body and st.pattern_ok:
-                st.pattern_ok = matches_pattern(self.buf, at, n, st.received)
-            st.received += n
-        self._consumed(st, sid, length)
-        if flags & _FLAG_END_STREAM:
-            # h2 must still see END_STREAM; the body length is checked by us, not by h2
-            # (it never saw the payload), so its own content-length tracking is cleared.
-            h2_stream = self.h2.streams.get(sid)
-            if h2_stream is not None and hasattr(h2_stream, "_expected_content_length"):
-                h2_stream._expected_content_length = None
-                self._feed_h2(b"\x00\x00\x00\x00\x01" + sid.to_bytes(4, "big"))
-            else:  # an h2 without that attribute: stop bypassing it for good
-                self.fast_path = False
-                self._finish(sid, st)
-
-    def _consumed(self, st: _Stream | None, sid: int, flow_len: int) -> None:
-        self.conn_unacked += flow_len
-        if self.conn_unacked >= _WINDOW_UPDATE_THRESHOLD:
-            self.out.append(_window_update(0, self.conn_unacked))
-            self.conn_unacked = 0
-        if st is not None:
-            st.unacked += flow_len
-            if st.unacked >= _WINDOW_UPDATE_THRESHOLD:
-                self.out.append(_window_update(sid, st.unacked))
-                st.unacked = 0
-
-    def _feed_h2(self, data: bytes) -> None:
-        for ev in self.h2.receive_data(data):
-            self._on_event(ev)
-
-    def _on_event(self, ev: h2.events.Event) -> None:
-        if isinstance(ev, h2.events.ResponseReceived):
-            st = self.streams.get(ev.stream_id)
-            if st is None:
-                return
-            st.ttfb = time.perf_counter()
-            for name, value in ev.headers:
-                if name == b":status":
-                    st.status = int(value)
-                elif name == b"content-length":
-                    st.content_length = int(value)
-        elif isinstance(ev, h2.events.DataReceived):
-            # Slow path (DATA before we knew the stream, or fast path off).
-            st = self.streams.get(ev.stream_id)
-            data = ev.data or b""
-            if st is not None:
-                if self.run.cfg.verify_body and st.pattern_ok and data:
-                    st.pattern_ok = matches_pattern(data, 0, len(data), st.received)
-                st.received += len(data)
-            self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-        elif isinstance(ev, h2.events.StreamEnded):
-            st = self.streams.get(ev.stream_id)
-            if st is not None:
-                self._finish(ev.stream_id, st)
-        elif isinstance(ev, h2.events.StreamReset):
-            st = self.streams.pop(ev.stream_id, None)
-            if st is not None:
-                self._fail_stream(st, "reset")
-        elif isinstance(ev, h2.events.ConnectionTerminated):
-            last = ev.last_stream_id if ev.last_stream_id is not None else 0
-            for sid in [s for s in self.streams if s > last]:
-                self._fail_stream(self.streams.pop(sid), "goaway")
-            self._die("goaway", f"server sent GOAWAY ({ev.error_code!r})")
-        elif isinstance(ev, h2.events.RemoteSettingsChanged) and not self.ready.done():
-            self.ready.set_result(None)
-
-    # requests ----------------------------------------------------------------------------
-    def fill(self) -> None:
-        """Keeps M requests in flight while tickets remain."""
-        run = self.run
-        while (self.dead_cause is None and len(self.streams) < run.cfg.streams
-               and self.h2.open_outbound_streams < self.h2.remote_settings.max_concurrent_streams):
-            measured = run.take_ticket()
-            if measured is None:
-                break
-            sid = self.h2.get_next_available_stream_id()
-            self.h2.send_headers(sid, self.request_headers, end_stream=True)
-            self.streams[sid] = _Stream(started=time.perf_counter(), measured=measured)
-            run.in_flight += 1
-
-    def _finish(self, sid: int, st: _Stream) -> None:
-        self.streams.pop(sid, None)
-        run = self.run
-        run.in_flight -= 1
-        now = time.perf_counter()
-        run.last_progress_s = now
-        if st.status != 200:
-            run.fail("status", st.measured)
-        elif st.content_length is None or st.content_length != st.received:
-            run.fail("length", st.measured)
-        elif not st.pattern_ok:
-            run.fail("pattern", st.measured)
-        elif st.measured and (run.deadline is None or now <= run.deadline):
-            run.ok += 1
-            run.body_bytes += st.received
-            run.latency.record_s(now - st.started)
-            if st.ttfb is not None:
-                run.ttfb.record_s(st.ttfb - st.started)
-        run.changed.set()
-        self.fill()
-
-    def _fail_stream(self, st: _Stream, cause: str) -> None:
-        self.run.in_flight -= 1
-        self.run.fail(cause, st.measured)
-        self.run.changed.set()
-
-    def expire(self, now: float, timeout_s: float) -> None:
-        for sid, st in list(self.streams.items()):
-            if now - st.started > timeout_s:
-                del self.streams[sid]
-                self._fail_stream(st, "timeout")
-                with contextlib.suppress(h2.exceptions.H2Error):
-                    self.h2.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
-        self.fill()
-        self._flush()
-
-    def _die(self, cause: str, detail: str) -> None:
-        if self.dead_cause is not None:
-            return
-        self.dead_cause = cause
-        if not self.ready.done():
-            self.ready.set_exception(_ConnectionFailed(cause, detail))
-        for st in self.streams.values():
-            self._fail_stream(st, "reset" if cause in ("protocol", "tls") else cause)
-        self.streams.clear()
-        self.run.changed.set()
-        if self.transport is not None:
-            self.transport.close()
-
-    def _flush(self) -> None:
-        data = self.h2.data_to_send()
-        if self.out:
-            data = data + b"".join(self.out)
-            self.out.clear()
-        if not data or self.transport is None or self.transport.is_closing():
-            return
-        if self.tls is not None:
-            self.tls.write_plaintext(data)
-            data = self.tls.take_ciphertext()
-        self.transport.write(data)
-
-    async def wait_idle_or_dead(self) -> None:
-        """Returns when the connection died, or it has nothing in flight and no tickets."""
-        run = self.run
-        while self.dead_cause is None:
-            if not self.streams:
-                self.fill()
-                self._flush()
-                if not self.streams and run.tickets_done():
-                    return
-            waiter: asyncio.Future[Any] = asyncio.ensure_future(run.changed.wait())
-            await asyncio.wait({waiter, self.closed}, timeout=0.25,
-                               return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            run.changed.clear()
-
-    def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            with contextlib.suppress(Exception):
-                self.h2.close_connection()
-                self._flush()
-            self.transport.close()
-
-
-def _window_update(stream_id: int, increment: int) -> bytes:
-    return struct.pack(">BHBBLL", 0, 4, 0x8, 0, stream_id, increment)
-
 
 # --- driver -----------------------------------------------------------------------------
 
 
-async def _open(run: _Run, ctx: ssl.SSLContext | None) -> _H2Client:
+async def _open(run: RunState, ctx: ssl.SSLContext | None) -> H2LoadConnection:
     loop = asyncio.get_running_loop()
-    tls = _make_tls(ctx, run.target.host) if ctx is not None else None
+    tls = make_tls(ctx, run.target.host) if ctx is not None else None
     try:
         _, proto = await asyncio.wait_for(
-            loop.create_connection(lambda: _H2Client(run, tls), run.target.host, run.target.port),
+            loop.create_connection(lambda: H2LoadConnection(run, tls), run.target.host,
+                                   run.target.port),
             timeout=run.cfg.timeout_s,
         )
     except (TimeoutError, OSError) as exc:
-        raise _ConnectionFailed("connect", f"cannot connect to {run.target.host}:"
+        raise ConnectionFailed("connect", f"cannot connect to {run.target.host}:"
                                            f"{run.target.port}: {exc}") from None
     try:
         await asyncio.wait_for(asyncio.shield(proto.ready), timeout=run.cfg.timeout_s)
     except TimeoutError:
         proto.close()
-        raise _ConnectionFailed("tls" if tls else "connect",
+        raise ConnectionFailed("tls" if tls else "connect",
                                 "no HTTP/2 SETTINGS from the server in time") from None
     return proto
 
 
-async def _connection_worker(run: _Run, ctx: ssl.SSLContext | None,
-                             client: _H2Client | None) -> None:
+async def _connection_worker(run: RunState, ctx: ssl.SSLContext | None,
+                             client: H2LoadConnection | None) -> None:
     """Drives one connection slot through a phase; reconnects if the server drops it."""
     consecutive_failures = 0
     while not (client is None and run.tickets_done()):
         if client is None:
             try:
                 client = await _open(run, ctx)
-            except _ConnectionFailed as exc:
+            except ConnectionFailed as exc:
                 run.fail(exc.cause)
                 consecutive_failures += 1
                 if consecutive_failures >= 3:
@@ -614,21 +107,21 @@ async def _connection_worker(run: _Run, ctx: ssl.SSLContext | None,
         client = None
 
 
-async def run_load_async(cfg: LoadConfig) -> LoadResult:
+async def run_load_async(cfg: LoadConfig) -> LoadSummary:
     """Runs the load described by ``cfg`` and returns the measured figures."""
-    _validate(cfg)
+    validate(cfg)
     target = parse_target(cfg.url, cfg.path_override)
     ctx = make_client_context(cfg) if target.tls else None
-    run = _Run(cfg=cfg, target=target, warmup_left=cfg.warmup_requests,
+    run = RunState(cfg=cfg, target=target, warmup_left=cfg.warmup_requests,
                measured_left=cfg.requests if cfg.duration_s is None else None)
     clients = run.clients
 
     # Connect everything first: connection set-up is not part of the measured window.
     opened = await asyncio.gather(*(_open(run, ctx) for _ in range(cfg.connections)),
                                   return_exceptions=True)
-    firsts: list[_H2Client | None] = []
+    firsts: list[H2LoadConnection | None] = []
     for item in opened:
-        if isinstance(item, _ConnectionFailed):
+        if isinstance(item, ConnectionFailed):
             run.fail(item.cause)
             firsts.append(None)
         elif isinstance(item, BaseException):
@@ -637,7 +130,7 @@ async def run_load_async(cfg: LoadConfig) -> LoadResult:
             clients.append(item)
             firsts.append(item)
     if not clients:
-        return _result(run, cfg, 0.0, target)
+        return _result(run, cfg, None, target)
 
     watchdog = asyncio.create_task(_watchdog(run))
     try:
@@ -658,12 +151,12 @@ async def run_load_async(cfg: LoadConfig) -> LoadResult:
     return _result(run, cfg, t1 - t0, target)
 
 
-async def _phase(run: _Run, ctx: ssl.SSLContext | None,
-                 firsts: list[_H2Client | None]) -> None:
+async def _phase(run: RunState, ctx: ssl.SSLContext | None,
+                 firsts: list[H2LoadConnection | None]) -> None:
     await asyncio.gather(*(_connection_worker(run, ctx, first) for first in firsts))
 
 
-async def _watchdog(run: _Run) -> None:
+async def _watchdog(run: RunState) -> None:
     period = min(1.0, max(0.05, run.cfg.timeout_s / 4))
     while True:
         await asyncio.sleep(period)
@@ -685,7 +178,9 @@ async def _watchdog(run: _Run) -> None:
                 c.expire(now, run.cfg.timeout_s)
 
 
-def _validate(cfg: LoadConfig) -> None:
+def validate(cfg: LoadConfig) -> None:
+    """Every setting checked before any connection is made (one-line UsageErrors)."""
+    parse_target(cfg.url, cfg.path_override)
     if (cfg.requests is None) == (cfg.duration_s is None):
         raise UsageError("give either a request count or a duration, not both or neither")
     if cfg.requests is not None and cfg.requests < 1:
@@ -700,7 +195,8 @@ def _validate(cfg: LoadConfig) -> None:
         raise UsageError("max frame size must be between 16384 and 16777215")
 
 
-def _result(run: _Run, cfg: LoadConfig, duration_s: float, target: Target) -> LoadResult:
+def _result(run: RunState, cfg: LoadConfig, duration_s: float | None, target: Target
+            ) -> LoadSummary:
     lat = run.latency.summary()
     ttfb = run.ttfb.summary()
     records = record_bytes = None
@@ -709,13 +205,15 @@ def _result(run: _Run, cfg: LoadConfig, duration_s: float, target: Target) -> Lo
         if counters and all(x is not None for x in counters):
             records = sum(int(x.records) for x in counters)
             record_bytes = sum(int(x.record_bytes) for x in counters)
-    return LoadResult(
+    mbytes = rate(run.body_bytes, duration_s)
+    return LoadSummary(
+        driver="builtin",
         requests=run.ok,
         failures=sum(run.failures.values()),
         failures_by_cause={k: v for k, v in run.failures.items() if v},
         duration_s=duration_s,
-        req_per_s=run.ok / duration_s if duration_s > 0 else 0.0,
-        mbytes_per_s=run.body_bytes / duration_s / 1e6 if duration_s > 0 else 0.0,
+        req_per_s=rate(run.ok, duration_s),
+        mbytes_per_s=None if mbytes is None else mbytes / 1e6,
         body_bytes_received=run.body_bytes,
         latency_ms_p50=lat.p50_ms,
         latency_ms_p90=lat.p90_ms,
@@ -728,13 +226,13 @@ def _result(run: _Run, cfg: LoadConfig, duration_s: float, target: Target) -> Lo
         streams=cfg.streams,
         tls_records_received=records,
         tls_record_bytes_received=record_bytes,
-        transport="h2" if target.tls else "h2c",
+        transport=target.transport,
         url=cfg.url,
         warmup_requests=cfg.warmup_requests,
     )
 
 
-def run_load(cfg: LoadConfig) -> LoadResult:
+def run_load(cfg: LoadConfig) -> LoadSummary:
     """Synchronous wrapper: runs :func:`run_load_async` in a fresh event loop.
 
     Called from inside a running loop (a Jupyter kernel, say), the fresh loop runs on a
@@ -750,36 +248,3 @@ def run_load(cfg: LoadConfig) -> LoadResult:
         return ex.submit(asyncio.run, run_load_async(cfg)).result()
 
 
-# --- rendering --------------------------------------------------------------------------
-
-
-def _fmt(v: float | int | None, spec: str = ".2f") -> str:
-    return "-" if v is None else format(v, spec)
-
-
-def render_load_result(result: LoadResult, console: Console) -> None:
-    """Draws one load result as a small rich table."""
-    table = Table(title=f"load {result.url} ({result.transport}, {result.connections} conn x "
-                        f"{result.streams} streams)", show_header=True)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    rows: list[tuple[str, str]] = [
-        ("requests ok", str(result.requests)),
-        ("failures", str(result.failures) + (
-            " (" + ", ".join(f"{k} {v}" for k, v in result.failures_by_cause.items()) + ")"
-            if result.failures_by_cause else "")),
-        ("duration s", _fmt(result.duration_s, ".3f")),
-        ("req/s", _fmt(result.req_per_s, ",.1f")),
-        ("MB/s (1e6)", _fmt(result.mbytes_per_s, ",.1f")),
-        ("latency ms p50 / p90 / p99 / max",
-         " / ".join(_fmt(x, ".3f") for x in (result.latency_ms_p50, result.latency_ms_p90,
-                                              result.latency_ms_p99, result.latency_ms_max))),
-        ("ttfb ms p50 / p99", " / ".join(_fmt(x, ".3f")
-                                         for x in (result.ttfb_ms_p50, result.ttfb_ms_p99))),
-    ]
-    if result.tls_records_received is not None:
-        rows.append(("TLS records / record bytes received",
-                     f"{result.tls_records_received} / {result.tls_record_bytes_received}"))
-    for k, v in rows:
-        table.add_row(k, v)
-    console.print(table)

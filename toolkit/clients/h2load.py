@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toolkit.clients.summary import LoadSummary
 from toolkit.errors import MissingToolError, UsageError, WriteshapeError
 
 
@@ -38,7 +39,7 @@ class H2loadResult:
     requests: int  # succeeded (2xx/3xx)
     failures: int  # h2load "failed": HTTP-level and network-level
     errored: int  # network-level subset of failures (resets, connect errors)
-    req_per_s: float
+    req_per_s: float | None  # None: a run that lasted no time
     mbytes_per_s: float | None
     latency_ms_p50: float | None = None
     latency_ms_p90: float | None = None
@@ -65,6 +66,20 @@ class H2loadResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def summary(self, *, connections: int, streams: int, url: str) -> LoadSummary:
+        """The driver-independent figures. h2load's "errored" is a subset of its "failed":
+        not added twice."""
+        return LoadSummary(
+            driver="h2load", requests=self.requests, failures=self.failures,
+            duration_s=self.duration_s, req_per_s=self.req_per_s,
+            mbytes_per_s=self.mbytes_per_s, latency_ms_p50=self.latency_ms_p50,
+            latency_ms_p90=self.latency_ms_p90, latency_ms_p99=self.latency_ms_p99,
+            latency_ms_max=self.latency_ms_max, latency_ms_mean=self.latency_ms_mean,
+            ttfb_ms_p50=self.ttfb_ms_p50, ttfb_ms_p99=self.ttfb_ms_p99,
+            body_bytes_received=self.body_bytes, connections=connections, streams=streams,
+            transport="h2" if url.startswith("https:") else "h2c", url=url,
+            command=list(self.command))
 
 
 # --- text summary (nghttp2 1.52) -------------------------------------------------------
@@ -155,7 +170,7 @@ def parse_h2load_text(text: str, *, duration_s: float | None = None) -> H2loadRe
         failures=int(req.group("failed")),
         errored=int(req.group("errored")),
         timeouts=int(req.group("timeout") or 0),
-        req_per_s=float(fin.group("rps")),
+        req_per_s=float(fin.group("rps")) if dur > 0 else None,
         mbytes_per_s=mbps,
         latency_ms_max=request[1] if request else None,
         latency_ms_mean=request[2] if request else None,
@@ -230,7 +245,7 @@ def parse_h2load_json(text: str) -> H2loadResult:
         failures=count("failed"),
         errored=count("errored"),
         timeouts=count("timeout"),
-        req_per_s=_num(m, "request_per_second") or 0.0,
+        req_per_s=_num(m, "request_per_second") if duration else None,
         mbytes_per_s=mbps,
         latency_ms_p50=_ms(req_perf, "median"),
         latency_ms_p90=_ms(req_perf, "p90"),  # absent in v1: stays None

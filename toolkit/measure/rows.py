@@ -1,6 +1,9 @@
 """Measurement rows: plain data with units in the names. Nothing is measured here.
 
-A figure that was not measured in a run is ``None`` (null in JSON), never 0.
+A timing run gives a :class:`TimingSample` (untraced), a counting run a
+:class:`CountingSample` (under strace); :func:`build_row` folds a cell's samples into its
+:class:`ResultRow`. A figure that was not measured in a run is ``None`` (null in JSON),
+never 0. How each figure is shown lives with its field (toolkit/measure/fields.py).
 """
 
 from __future__ import annotations
@@ -9,62 +12,13 @@ import statistics
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from toolkit.measure.fields import figure, figures_of
+
 
 @dataclass
 class TimingSample:
-    """One untraced timing pass of one cell (one fresh server process)."""
+    """One untraced timing run of one cell (one fresh server process)."""
 
-    requests: int
-    failures: int
-    req_per_s: float
-    mbytes_per_s: float | None
-    latency_ms_p50: float | None
-    latency_ms_p90: float | None
-    latency_ms_p99: float | None
-    latency_ms_max: float | None
-    cpu_s_per_request: float | None
-    rss_delta_bytes: int | None
-    live_heap_delta_bytes: int | None
-    responses: int
-    tls_records: int | None
-    tls_record_bytes: int | None
-    tls_ssl_writes: int | None
-    tls_plaintext_bytes: int | None
-    tls_records_received_client: int | None
-    tcp_data_segments: int | None
-    tcp_bytes_sent: int | None
-    server_rss_bytes_after: int | None
-    failures_by_cause: dict[str, int] = field(default_factory=dict)
-    server_tls_probe: bool | None = None  # the server's /stats "tls_probe" (membio only)
-
-
-@dataclass
-class CountingSample:
-    """One traced counting pass: the server under strace, calls counted from its log."""
-
-    responses: int
-    write_syscalls: int  # all calls, EAGAIN included (what the process paid for)
-    write_bytes: int
-    syscalls: dict[str, int]
-    server_syscalls: dict[str, int] | None
-    self_count_matches_strace: bool | None
-    unparsed_lines: int
-    failed_write_syscalls: int = 0  # of write_syscalls, the ones that returned -1 (EAGAIN)
-    strace_log: str | None = None
-    # The server's TLS probe over the run (membio; null for h2c and stdlib).
-    tls_records: int | None = None
-    tls_record_bytes: int | None = None
-    tls_ssl_writes: int | None = None
-    tls_plaintext_bytes: int | None = None
-
-
-@dataclass
-class ResultRow:
-    """One (strategy, transport, body size) cell: medians over the repeats."""
-
-    strategy: str
-    transport: str
-    body_bytes: int
     requests: int
     failures: int
     req_per_s: float | None
@@ -76,22 +30,101 @@ class ResultRow:
     cpu_s_per_request: float | None
     rss_delta_bytes: int | None
     live_heap_delta_bytes: int | None
-    alloc_bytes_per_response: int | None
-    write_syscalls_per_response: float | None
-    bytes_per_write_syscall: float | None
-    syscalls: dict[str, float] | None
-    tls_records_per_response: float | None
-    tls_record_bytes_mean: float | None
-    tls_overhead_bytes_per_response: float | None
-    tcp_data_segments_per_response: float | None
+    responses: int | None
+    tls_records: int | None = None
+    tls_record_bytes: int | None = None
+    tls_ssl_writes: int | None = None
+    tls_plaintext_bytes: int | None = None
+    tls_records_received_client: int | None = None
+    tcp_data_segments: int | None = None
+    tcp_bytes_sent: int | None = None
+    server_rss_bytes_after: int | None = None
+    failures_by_cause: dict[str, int] = field(default_factory=dict)
+    server_tls_probe: bool | None = None  # the server's /stats "tls_probe" (membio only)
+
+
+@dataclass
+class CountingSample:
+    """One traced counting run: the server under strace, calls counted from its log."""
+
+    responses: int
+    write_syscalls: int  # all calls, EAGAIN included (what the process paid for)
+    write_bytes: int
+    syscalls: dict[str, int]
+    server_syscalls: dict[str, int] | None
     self_count_matches_strace: bool | None
-    # Beyond the contract: spread, provenance, cross-checks.
+    unparsed_lines: int
+    failed_write_syscalls: int = 0  # of write_syscalls, the ones that returned -1 (EAGAIN)
+    # The server's TLS probe over the run (membio; null for h2c and stdlib).
+    tls_records: int | None = None
+    tls_record_bytes: int | None = None
+    tls_ssl_writes: int | None = None
+    tls_plaintext_bytes: int | None = None
+
+
+
+
+@dataclass
+class ResultRow:
+    """One cell (a server, a transport, a body size): medians over its timing runs."""
+
+    strategy: str | None  # None for a server that is not writeshape's
+    transport: str
+    body_bytes: int
+    requests: int | None = None  # None: no timing run finished (the cell failed early)
+    failures: int | None = None
+    req_per_s: float | None = figure("req/s", "req/s", fmt="{:,.0f}", better="higher",
+                                     ratio=True, description="throughput", group="speed")
+    mbytes_per_s: float | None = figure("MB/s", "MB/s", fmt="{:,.0f}", better="higher",
+                                        description="body throughput", group="speed")
+    latency_ms_p50: float | None = figure("p50 ms", "ms", better="lower",
+                                          description="p50 latency", group="speed")
+    latency_ms_p90: float | None = figure("p90 ms", "ms", better="lower",
+                                          description="p90 latency")
+    latency_ms_p99: float | None = figure("p99 ms", "ms", better="lower", ratio=True,
+                                          description="p99 latency", group="speed")
+    latency_ms_max: float | None = figure("max ms", "ms", better="lower",
+                                          description="max latency")
+    cpu_s_per_request: float | None = figure("CPU µs/req", "µs", fmt="{:.0f}", scale=1e6,
+                                             better="lower", ratio=True,
+                                             description="server CPU per request", group="speed")
+    rss_delta_bytes: int | None = figure("RSS Δ", "bytes", fmt="size",
+                                         description="RSS growth over a run", group="speed")
+    live_heap_delta_bytes: int | None = figure("heap Δ", "bytes", fmt="size",
+                                               description="live heap growth over a run",
+                                               group="speed")
+    alloc_bytes_per_response: int | None = figure(
+        "alloc/resp", "bytes", fmt="size", better="lower", ratio=True,
+        description="peak allocation per response", group="speed")
+    write_syscalls_per_response: float | None = figure(
+        "writes/resp", "calls", fmt="{:.1f}", better="lower", ratio=True,
+        description="write syscalls per response", group="shape")
+    bytes_per_write_syscall: float | None = figure(
+        "B/write", "bytes", fmt="{:,.0f}", description="bytes per write syscall", group="shape")
+    syscalls: dict[str, float] | None = None  # name -> calls per response
+    tls_records_per_response: float | None = figure(
+        "TLS rec/resp", "records", fmt="{:.1f}", better="lower", ratio=True,
+        description="TLS records per response", group="shape")
+    tls_record_bytes_mean: float | None = figure(
+        "B/record", "bytes", fmt="{:,.0f}", description="mean TLS record size", group="shape")
+    tls_overhead_bytes_per_response: float | None = figure(
+        "TLS ovh B/resp", "bytes", fmt="{:,.0f}", better="lower",
+        description="TLS overhead per response", group="shape")
+    tcp_data_segments_per_response: float | None = figure(
+        "TCP segs/resp", "segments", fmt="{:.1f}", better="lower", ratio=True,
+        description="TCP data segments per response", group="shape")
+    self_count_matches_strace: bool | None = figure("self=strace", fmt="bool", group="shape")
+    # Beyond the contract: identity, spread, provenance, cross-checks.
+    label: str = ""  # unique per row: the strategy, "single#2", or a server's name
+    server: str = "writeshape"
     driver: str = "builtin"
     repeat: int = 1
     req_per_s_min: float | None = None
     req_per_s_max: float | None = None
-    tls_ssl_writes_per_response: float | None = None
-    tcp_bytes_per_response: float | None = None  # tcpi_bytes_sent: payload incl. TLS
+    tls_ssl_writes_per_response: float | None = figure(
+        "SSL_writes/resp", "calls", fmt="{:.1f}", description="SSL_writes per response")
+    tcp_bytes_per_response: float | None = figure(  # tcpi_bytes_sent: payload incl. TLS
+        "TCP B/resp", "bytes", fmt="{:,.0f}", description="TCP payload bytes per response")
     tls_records_received_per_response: float | None = None
     server_write_syscalls: dict[str, int] | None = None
     strace_write_syscalls: dict[str, int] | None = None
@@ -103,6 +136,10 @@ class ResultRow:
     failures_by_cause: dict[str, int] = field(default_factory=dict)
     error: str | None = None
 
+    def __post_init__(self) -> None:
+        if not self.label:
+            self.label = self.strategy or self.server
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -113,7 +150,10 @@ class ResultRow:
 
     @property
     def key(self) -> tuple[str, str, int]:
-        return (self.strategy, self.transport, self.body_bytes)
+        return (self.label, self.transport, self.body_bytes)
+
+
+FIGURES = figures_of(ResultRow)
 
 
 def median_or_none(values: list[float | int | None]) -> float | None:
@@ -158,11 +198,8 @@ def tls_figures(records: int | float | None, record_bytes: int | float | None,
     }
 
 
-def build_row(*, strategy: str, transport: str, body_bytes: int, driver: str,
-              timing: list[TimingSample], counting: CountingSample | None,
-              alloc_bytes_per_response: int | None, threads: bool = False,
-              tls_mode: str | None = None, error: str | None = None) -> ResultRow:
-    """Fold the samples of one cell into its row (medians over repeats)."""
+def timing_figures(timing: list[TimingSample]) -> dict[str, Any]:
+    """The row fields the timing runs of one cell give: medians over the runs."""
 
     def med(name: str) -> float | None:
         return median_or_none([getattr(s, name) for s in timing])
@@ -173,41 +210,49 @@ def build_row(*, strategy: str, transport: str, body_bytes: int, driver: str,
     def as_int(v: float | None) -> int | None:
         return None if v is None else round(v)
 
-    rps = [s.req_per_s for s in timing]
+    rps = [s.req_per_s for s in timing if s.req_per_s is not None]
     probes = {s.server_tls_probe for s in timing}
-    # TLS figures: from the timing runs if they ran the probe (no counting run), else
-    # from the counting run below.
-    tls = tls_figures(med_per_response("tls_records"), med_per_response("tls_record_bytes"),
-                      med_per_response("tls_plaintext_bytes"),
-                      med_per_response("tls_ssl_writes"), 1)
     causes: dict[str, int] = {}
     for s in timing:
         for k, v in s.failures_by_cause.items():
             causes[k] = causes.get(k, 0) + v
-    row = ResultRow(
-        strategy=strategy, transport=transport, body_bytes=body_bytes,
-        requests=sum(s.requests for s in timing), failures=sum(s.failures for s in timing),
-        req_per_s=med("req_per_s"), mbytes_per_s=med("mbytes_per_s"),
-        latency_ms_p50=med("latency_ms_p50"), latency_ms_p90=med("latency_ms_p90"),
-        latency_ms_p99=med("latency_ms_p99"), latency_ms_max=med("latency_ms_max"),
-        cpu_s_per_request=med("cpu_s_per_request"),
-        rss_delta_bytes=as_int(med("rss_delta_bytes")),
-        live_heap_delta_bytes=as_int(med("live_heap_delta_bytes")),
-        alloc_bytes_per_response=alloc_bytes_per_response,
-        write_syscalls_per_response=None, bytes_per_write_syscall=None, syscalls=None,
-        tls_records_per_response=tls["tls_records_per_response"],
-        tls_record_bytes_mean=tls["tls_record_bytes_mean"],
-        tls_overhead_bytes_per_response=tls["tls_overhead_bytes_per_response"],
-        tcp_data_segments_per_response=med_per_response("tcp_data_segments"),
-        self_count_matches_strace=None,
-        driver=driver, repeat=len(timing),
-        req_per_s_min=min(rps) if rps else None, req_per_s_max=max(rps) if rps else None,
-        tls_ssl_writes_per_response=tls["tls_ssl_writes_per_response"],
-        tcp_bytes_per_response=med_per_response("tcp_bytes_sent"),
-        tls_records_received_per_response=med_per_response("tls_records_received_client"),
-        threads=threads, tls_mode=tls_mode, failures_by_cause=causes, error=error,
-        timing_tls_probe=probes.pop() if len(probes) == 1 else None,
-    )
+    out: dict[str, Any] = {
+        "requests": sum(s.requests for s in timing) if timing else None,
+        "failures": sum(s.failures for s in timing) if timing else None,
+        **{name: med(name) for name in (
+            "req_per_s", "mbytes_per_s", "latency_ms_p50", "latency_ms_p90",
+            "latency_ms_p99", "latency_ms_max", "cpu_s_per_request")},
+        "rss_delta_bytes": as_int(med("rss_delta_bytes")),
+        "live_heap_delta_bytes": as_int(med("live_heap_delta_bytes")),
+        "tcp_data_segments_per_response": med_per_response("tcp_data_segments"),
+        "tcp_bytes_per_response": med_per_response("tcp_bytes_sent"),
+        "tls_records_received_per_response": med_per_response("tls_records_received_client"),
+        "repeat": len(timing),
+        "req_per_s_min": min(rps) if rps else None,
+        "req_per_s_max": max(rps) if rps else None,
+        "failures_by_cause": causes,
+        "timing_tls_probe": probes.pop() if len(probes) == 1 else None,
+    }
+    # TLS figures: from the timing runs if they ran the probe (no counting run), else
+    # from the counting run.
+    out.update(tls_figures(med_per_response("tls_records"), med_per_response("tls_record_bytes"),
+                           med_per_response("tls_plaintext_bytes"),
+                           med_per_response("tls_ssl_writes"), 1))
+    return out
+
+
+def build_row(*, strategy: str | None, transport: str, body_bytes: int, driver: str,
+              timing: list[TimingSample], counting: CountingSample | None,
+              alloc_bytes_per_response: int | None, label: str = "",
+              server: str = "writeshape", threads: bool = False,
+              tls_mode: str | None = None, error: str | None = None) -> ResultRow:
+    """Fold the samples of one cell into its row (medians over repeats)."""
+    row = ResultRow(strategy=strategy, transport=transport, body_bytes=body_bytes,
+                    label=label, server=server, driver=driver, threads=threads,
+                    tls_mode=tls_mode, error=error,
+                    alloc_bytes_per_response=alloc_bytes_per_response)
+    for name, value in timing_figures(timing).items():
+        setattr(row, name, value)
     if counting is not None:
         for name, value in counting_figures(counting).items():
             if name.startswith("tls_") and value is None:

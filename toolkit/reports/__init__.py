@@ -1,1 +1,1 @@
-"""reports"""
+"""Reports over result rows: terminal tables, JSON, CSV, Markdown. Nothing is measured here."""

@@ -20,48 +20,25 @@ nghttp2_option_set_*), which is what the 2019 HTTP/2 denial-of-service advisorie
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
-from enum import IntEnum
-from typing import NamedTuple
 
 from h2.errors import ErrorCodes
 
 from toolkit.errors import UsageError
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-FRAME_HEADER_BYTES = 9
-SETTINGS_ENTRY_BYTES = 6
-_HEAD = struct.Struct(">BHBBL")  # 24-bit length as 8+16, type, flags, R+31-bit stream id
-
-_END_STREAM = 0x1
-_ACK = 0x1
-_END_HEADERS = 0x4
-
-
-class FrameType(IntEnum):
-    DATA = 0x0
-    HEADERS = 0x1
-    PRIORITY = 0x2
-    RST_STREAM = 0x3
-    SETTINGS = 0x4
-    PUSH_PROMISE = 0x5
-    PING = 0x6
-    GOAWAY = 0x7
-    WINDOW_UPDATE = 0x8
-    CONTINUATION = 0x9
-
+from toolkit.protocol.frames import (
+    END_HEADERS,
+    END_STREAM,
+    SETTINGS_ENTRY_BYTES,
+    FrameHead,
+    FrameScanner,
+    FrameType,
+)
 
 # Plain ints for the per-frame dispatch: comparing against IntEnum members costs more.
-_DATA, _HEADERS, _PRIORITY, _RST_STREAM = 0x0, 0x1, 0x2, 0x3
-_SETTINGS, _PING, _WINDOW_UPDATE, _CONTINUATION = 0x4, 0x6, 0x8, 0x9
-
-
-class FrameHead(NamedTuple):
-    type: int
-    flags: int
-    stream_id: int
-    length: int
+_DATA, _HEADERS, _PRIORITY = int(FrameType.DATA), int(FrameType.HEADERS), int(FrameType.PRIORITY)
+_RST_STREAM, _SETTINGS, _PING = (int(FrameType.RST_STREAM), int(FrameType.SETTINGS),
+                                 int(FrameType.PING))
+_WINDOW_UPDATE, _CONTINUATION = int(FrameType.WINDOW_UPDATE), int(FrameType.CONTINUATION)
 
 
 @dataclass(frozen=True)
@@ -124,67 +101,12 @@ class TokenBucket:
         return True
 
 
-class FrameScanner:
-    """Splits an inbound byte stream into frame headers without keeping payloads.
-
-    At most one partial 9-byte header is buffered between calls; a payload still in flight
-    is skipped by count. On the server side the client preface comes first: if it does not
-    match, scanning stops (h2 reports the protocol error itself).
-    """
-
-    __slots__ = ("_partial", "_preface_left", "_skip", "broken")
-
-    def __init__(self, server_side: bool = True) -> None:
-        self._preface_left = PREFACE if server_side else b""
-        self._partial = b""
-        self._skip = 0
-        self.broken = False
-
-    def feed(self, data: bytes) -> list[FrameHead]:
-        if self.broken:
-            return []
-        pos = 0
-        if self._preface_left:
-            n = min(len(self._preface_left), len(data))
-            if data[:n] != self._preface_left[:n]:
-                self.broken = True
-                return []
-            self._preface_left = self._preface_left[n:]
-            pos = n
-        heads: list[FrameHead] = []
-        end = len(data)
-        while pos < end:
-            if self._skip:
-                step = min(self._skip, end - pos)
-                self._skip -= step
-                pos += step
-                continue
-            if self._partial:
-                need = FRAME_HEADER_BYTES - len(self._partial)
-                self._partial += data[pos:pos + need]
-                pos += need
-                if len(self._partial) < FRAME_HEADER_BYTES:
-                    break
-                raw, self._partial = self._partial, b""
-                hi, lo, ftype, flags, sid = _HEAD.unpack(raw)
-            elif end - pos >= FRAME_HEADER_BYTES:
-                hi, lo, ftype, flags, sid = _HEAD.unpack_from(data, pos)
-                pos += FRAME_HEADER_BYTES
-            else:
-                self._partial = data[pos:end]
-                break
-            length = (hi << 16) | lo
-            heads.append(FrameHead(ftype, flags, sid & 0x7FFFFFFF, length))
-            self._skip = length
-        return heads
-
-
 class ConnectionGuard:
     """The accounting of one connection. Feed it what the peer sent, before h2 sees it."""
 
     def __init__(self, limits: GuardLimits, now_s: float, server_side: bool = True) -> None:
         self.limits = limits
-        self.scanner = FrameScanner(server_side)
+        self.scanner = FrameScanner(expect_preface=server_side)
         rate, burst = limits.max_control_frames_per_s, limits.control_frames_burst
         self._buckets: dict[str, TokenBucket] = {
             kind: TokenBucket(rate, burst, now_s)
@@ -207,14 +129,14 @@ class ConnectionGuard:
         self.frames_seen += 1
         ftype, flags, length = head.type, head.flags, head.length
         if ftype == _DATA:
-            if length == 0 and not flags & _END_STREAM:
+            if length == 0 and not flags & END_STREAM:
                 return self._spend("empty", now_s, "empty frames flood (empty DATA frames)")
         elif ftype == _HEADERS:
             # Every HEADERS frame starts a new header block: its byte and CONTINUATION
             # counts start from zero (a long-lived connection sends many blocks).
             self._block_frames = 0
             self._block_bytes = 0
-            self._block_stream = None if flags & _END_HEADERS else head.stream_id
+            self._block_stream = None if flags & END_HEADERS else head.stream_id
             return self._header_bytes(length)
         elif ftype == _CONTINUATION:
             if self._block_stream is None:
@@ -225,9 +147,9 @@ class ConnectionGuard:
                                f"CONTINUATION flood: more than {self.limits.max_continuations}"
                                " CONTINUATION frames in one header block")
             verdict = self._header_bytes(length)
-            if flags & _END_HEADERS:
+            if flags & END_HEADERS:
                 self._block_stream = None
-            if verdict is None and length == 0 and not flags & _END_HEADERS:
+            if verdict is None and length == 0 and not flags & END_HEADERS:
                 return self._spend("empty", now_s, "empty frames flood (empty CONTINUATION)")
             return verdict
         elif ftype == _RST_STREAM:

@@ -17,12 +17,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from toolkit.clients.fetch import H2Fetcher
 from toolkit.errors import WriteshapeError
+from toolkit.strategies import all_options
 
 _LISTEN_RE = re.compile(r"listening on (https?)://(\S+):(\d+)")
 
@@ -72,7 +73,8 @@ class ServerOptions:
     tls_probe: bool = True
     max_frame_bytes: int | None = None
     flush_bytes: int | None = None
-    dynamic_records: bool = False
+    # The strategy's own options by keyword (toolkit.strategies declares their flags).
+    strategy_options: Mapping[str, Any] = field(default_factory=dict)
     host: str = "127.0.0.1"
     port: int = 0
     extra_args: Sequence[str] = field(default_factory=tuple)
@@ -91,8 +93,9 @@ class ServerOptions:
             args += ["--max-frame-size", str(self.max_frame_bytes)]
         if self.flush_bytes:
             args += ["--flush-bytes", str(self.flush_bytes)]
-        if self.dynamic_records:
-            args.append("--dynamic-records")
+        options = all_options()
+        for name, value in self.strategy_options.items():
+            args += options[name].argv(value)
         return args + list(self.extra_args)
 
 

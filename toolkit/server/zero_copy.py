@@ -10,24 +10,12 @@ GOAWAY) comes from ``data_to_send()`` and keeps its place in the segment order.
 
 from __future__ import annotations
 
-import struct
-
 import h2.config
 import h2.connection
 from hyperframe.frame import DataFrame, Frame
 
+from toolkit.protocol.frames import data_frame_header
 from toolkit.strategies import Buffer
-
-FRAME_HEADER_BYTES = 9
-_DATA_TYPE = 0x0
-_END_STREAM = 0x1
-_HEADER = struct.Struct(">BHBBL")
-
-
-def data_frame_header(length: int, stream_id: int, end_stream: bool) -> bytes:
-    """RFC 9113 4.1: 24-bit length, type, flags, 31-bit stream id."""
-    return _HEADER.pack(length >> 16, length & 0xFFFF, _DATA_TYPE,
-                        _END_STREAM if end_stream else 0, stream_id)
 
 
 class PayloadRef:

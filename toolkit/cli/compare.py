@@ -1,0 +1,155 @@
+"""`writeshape compare`: strategies side by side, every figure, in one table."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from toolkit.cli.app import app
+from toolkit.cli.common import check_writable, console
+from toolkit.errors import UsageError
+
+if TYPE_CHECKING:
+    from toolkit.runner.config import CompareConfig
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [s.strip() for s in text.split(",") if s.strip()]
+
+
+def check_server_args(args: list[str]) -> None:
+    """Parse --server-args as `serve` would, before any server starts (one-line error)."""
+    from toolkit.cli.serve import parse_strategy_flags
+
+    serve_command = typer.main.get_command(app).commands["serve"]  # type: ignore[attr-defined]
+    try:
+        ctx = serve_command.make_context("serve", [*args], resilient_parsing=False)
+    except Exception as exc:
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        raise UsageError(f"--server-args: {message}") from None
+    try:
+        parse_strategy_flags(ctx.args)
+    except UsageError as exc:
+        raise UsageError(f"--server-args: {exc}") from None
+
+
+def _run_with_progress(cfg: CompareConfig, on_row: object) -> bool:
+    """Run the comparison under a progress bar; True if it was interrupted (Ctrl-C or
+    SIGTERM), with the rows finished so far already handed to ``on_row``."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from toolkit.runner import run_compare
+
+    main_pid = os.getpid()
+
+    def on_term(signum: int, frame: object) -> None:
+        if os.getpid() != main_pid:  # a fork (pyroute2 helpers) must not run our cleanup
+            os._exit(143)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    steps = len(cfg.cells()) * (cfg.repeat + (1 if cfg.strace else 0))
+    interrupted = False
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
+                  "{task.total}"), TimeElapsedColumn(), console=console(),
+                  transient=True) as bar:
+        task = bar.add_task("starting", total=steps)
+        try:
+            run_compare(cfg, on_row=on_row,  # type: ignore[arg-type]
+                        progress=lambda msg: bar.update(task, description=msg, advance=1))
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            if os.getpid() != main_pid:  # a forked helper unwinding: leave no trace
+                os._exit(130 if interrupted else 0)
+    return interrupted
+
+
+@app.command()
+def compare(
+    strategies: Annotated[str | None, typer.Option(help="comma list, e.g. single,split,writev")
+                          ] = None,
+    transports: Annotated[str | None, typer.Option(help="h2c,h2")] = None,
+    body_sizes: Annotated[str | None, typer.Option(help="e.g. 16KiB,1MiB")] = None,
+    requests: Annotated[int | None, typer.Option(help="requests per timing run")] = None,
+    counting_requests: Annotated[int | None, typer.Option(
+        help="requests per counting run under strace")] = None,
+    connections: Annotated[int | None, typer.Option("--connections", "-c")] = None,
+    streams: Annotated[int | None, typer.Option("--streams", "-m")] = None,
+    repeat: Annotated[int | None, typer.Option(help="timing runs per cell (medians)")] = None,
+    driver: Annotated[str, typer.Option(
+        help="load client: h2load, builtin, or auto (h2load if installed)")] = "auto",
+    no_strace: Annotated[bool, typer.Option("--no-strace", help="skip the counting run")
+                         ] = False,
+    no_alloc: Annotated[bool, typer.Option("--no-alloc", help="skip the tracemalloc probe")
+                        ] = False,
+    preset: Annotated[str | None, typer.Option(help="review: the review's experiment")] = None,
+    baseline: Annotated[str, typer.Option(help="strategy the ratios are against")] = "single",
+    threads: Annotated[bool, typer.Option("--threads", help="servers use thread per stream")
+                       ] = False,
+    tls_mode: Annotated[str, typer.Option(help="membio or stdlib")] = "membio",
+    netns: Annotated[bool, typer.Option("--netns", help="server and client in two netns")
+                     ] = False,
+    mtu: Annotated[int | None, typer.Option(help="veth MTU with --netns (1500)")] = None,
+    rate: Annotated[str | None, typer.Option(help="tbf rate with --netns, e.g. 1gbit")] = None,
+    delay_ms: Annotated[float | None, typer.Option(help="netem delay with --netns")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="results JSON")] = None,
+    csv_path: Annotated[Path | None, typer.Option("--csv")] = None,
+    markdown_path: Annotated[Path | None, typer.Option("--markdown")] = None,
+    server_args: Annotated[str | None, typer.Option(
+        help='passed to every server, e.g. "--coalesce-records-per-send 4"')] = None,
+) -> None:
+    """Compare write strategies: throughput, latency, memory, syscalls, TLS records."""
+    from toolkit.reports.files import ResultFiles
+    from toolkit.reports.terminal import render_comparison
+    from toolkit.runner import CompareResult
+    from toolkit.runner.config import preset as preset_config
+    from toolkit.runner.result import collect_meta
+    from toolkit.sizes import parse_size_list
+
+    cfg = preset_config(preset).apply(
+        strategies=_names(strategies), transports=_names(transports),
+        body_sizes=parse_size_list(body_sizes) if body_sizes is not None else None,
+        requests=requests, counting_requests=counting_requests, connections=connections,
+        streams=streams, repeat=repeat, driver=driver, strace=not no_strace,
+        alloc_probe=not no_alloc, baseline=baseline, threads=threads, tls_mode=tls_mode,
+        netns=netns, mtu=mtu, rate=rate, delay_ms=delay_ms,
+        server_args=shlex.split(server_args) if server_args else None)
+    check_server_args(cfg.server_args)
+    cfg.validate()
+    for flag, out in (("--json", json_path), ("--csv", csv_path), ("--markdown", markdown_path)):
+        check_writable(out, flag)
+
+    result = CompareResult(meta=collect_meta(cfg, "writeshape " + " ".join(sys.argv[1:])),
+                           rows=[])
+    files = ResultFiles(result, json_path=str(json_path) if json_path else None,
+                        csv_path=str(csv_path) if csv_path else None,
+                        markdown_path=str(markdown_path) if markdown_path else None,
+                        baseline=cfg.baseline)
+    started = time.monotonic()
+
+    def on_row(row: object) -> None:
+        result.rows.append(row)  # type: ignore[arg-type]
+        result.meta["duration_s"] = round(time.monotonic() - started, 2)
+        files.save()  # each finished cell reaches the files at once
+
+    interrupted = _run_with_progress(cfg, on_row)
+    order = [c.key for c in cfg.cells()]
+    result.rows.sort(key=lambda row: order.index(row.key) if row.key in order else len(order))
+    result.meta["duration_s"] = round(time.monotonic() - started, 2)
+    files.save()
+    if result.rows:
+        render_comparison(result, console(), baseline=cfg.baseline)
+    if interrupted:
+        print(f"writeshape: interrupted: {len(result.rows)} of {len(cfg.cells())} cells "
+              f"finished" + (f", saved in {json_path}" if json_path else ""), file=sys.stderr)
+        raise typer.Exit(130)
+    if any(r.failures or r.error for r in result.rows):
+        raise typer.Exit(1)

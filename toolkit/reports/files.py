@@ -1,0 +1,133 @@
+"""The comparison as files: JSON (written atomically), CSV, Markdown; and reading JSON back."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from toolkit.errors import UsageError
+from toolkit.measure.rows import ResultRow
+from toolkit.reports.table import TABLE_FIGURES, effective_baseline, formatted_rows, row_name
+from toolkit.sizes import format_size
+
+if TYPE_CHECKING:
+    from toolkit.runner.result import CompareResult
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write to a temp file beside ``path``, then rename: a reader never sees half a file."""
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".writeshape-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def results_json(result: CompareResult) -> str:
+    return json.dumps(result.to_dict(), indent=2, sort_keys=False) + "\n"
+
+
+def results_csv(rows: Sequence[ResultRow]) -> str:
+    """One line per row; nested figures flattened as ``name.key``; column names are the
+    field names (units in the names, as in the JSON)."""
+    if not rows:
+        return ""
+    flat = [_flatten(r.to_dict()) for r in rows]
+    names: list[str] = []
+    for d in flat:
+        names += [k for k in d if k not in names]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=names)
+    writer.writeheader()
+    writer.writerows(flat)
+    return buf.getvalue()
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        elif isinstance(v, list):
+            out[f"{prefix}{k}"] = json.dumps(v)
+        else:
+            out[f"{prefix}{k}"] = "" if v is None else v
+    return out
+
+
+def results_markdown(result: CompareResult, *, baseline: str = "single") -> str:
+    baseline = effective_baseline(result.rows, baseline)
+    heads = ["transport", "body", "strategy"] + [f.heading for f in TABLE_FIGURES] + ["failures"]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for row, formatted in formatted_rows(result.rows, baseline, TABLE_FIGURES):
+        cells = [row.transport, format_size(row.body_bytes), row_name(row)]
+        cells += [text if r is None or row.label == baseline else f"{text} ({r:.2f}×)"
+                  for text, r in formatted]
+        cells.append("—" if row.failures is None else str(row.failures))
+        lines.append("| " + " | ".join(cells) + " |")
+    meta = result.meta
+    lines.append("")
+    lines.append(f"Command: `{meta.get('command')}` — driver {meta.get('driver')}, "
+                 f"Python {meta.get('python')}, kernel {meta.get('kernel')}, "
+                 f"{meta.get('started')}. Ratios (×) against `{baseline}`.")
+    return "\n".join(lines) + "\n"
+
+
+def load_results(path: str) -> CompareResult:
+    """A compare/profile --json file; anything else is one UsageError naming the problem."""
+    from toolkit.runner.result import CompareResult
+
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except IsADirectoryError:
+        raise UsageError(f"cannot read {path}: it is a directory") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise UsageError(f"{path} is not JSON: {str(exc)[:120]}") from None
+    if not isinstance(data, dict) or "results" not in data or "meta" not in data:
+        raise UsageError(f"{path} is not a writeshape compare --json file")
+    if not isinstance(data["meta"], dict) or not isinstance(data["results"], list):
+        raise UsageError(f"{path}: meta must be an object and results a list")
+    rows = []
+    for i, raw in enumerate(data["results"]):
+        if not isinstance(raw, dict):
+            raise UsageError(f"{path}: result {i} is not an object")
+        try:
+            rows.append(ResultRow.from_dict(raw))
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"{path}: result {i} is incomplete: {exc}") from None
+    return CompareResult(meta=data["meta"], rows=rows)
+
+
+class ResultFiles:
+    """The output files of a comparison, rewritten (atomically) after every finished row,
+    so an interrupted run keeps what it measured."""
+
+    def __init__(self, result: CompareResult, *, json_path: str | None = None,
+                 csv_path: str | None = None, markdown_path: str | None = None,
+                 baseline: str = "single") -> None:
+        self.result = result
+        self.json_path, self.csv_path, self.markdown_path = json_path, csv_path, markdown_path
+        self.baseline = baseline
+
+    def save(self) -> None:
+        if self.json_path:
+            write_atomically(self.json_path, results_json(self.result))
+        if self.csv_path:
+            write_atomically(self.csv_path, results_csv(self.result.rows))
+        if self.markdown_path:
+            write_atomically(self.markdown_path,
+                             results_markdown(self.result, baseline=self.baseline))

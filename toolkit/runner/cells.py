@@ -1,0 +1,128 @@
+"""The runs of one cell: timing runs (untraced), the allocation probe, the counting run.
+
+- timing run: a fresh server process, warmed up, then loaded; req/s, latency, CPU per
+  request, RSS and heap deltas, TCP segments (toolkit/measure/snapshot.py). Its TLS
+  servers run without the record counters, unless no counting run will count them.
+- counting run: a fresh server under real strace, loaded the same way; its TCP writes
+  counted from the log and cross-checked against the server's own final counts.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from toolkit.clients.drivers import run_driver
+from toolkit.clients.summary import LoadSummary
+from toolkit.errors import WriteshapeError
+from toolkit.measure.rows import CountingSample, TimingSample
+from toolkit.measure.snapshot import take_snapshot, timing_sample
+from toolkit.probes.alloc import measure_alloc_per_response
+from toolkit.runner.config import Cell, CompareConfig
+from toolkit.server.process import ServerOptions, ServerProcess, ServerStartError
+
+
+def tls_records_from(cfg: CompareConfig) -> str:
+    """Which run of a cell gives its TLS records: "counting" or "timing"."""
+    from toolkit.probes.strace import strace_attach_problem
+
+    return "counting" if cfg.strace and strace_attach_problem() is None else "timing"
+
+
+class CellRunner:
+    """Runs the passes of one cell; all processes it starts are stopped on the way out.
+    ``lab``: a NetLab when server and client run in two network namespaces."""
+
+    def __init__(self, cfg: CompareConfig, lab: Any = None) -> None:
+        self.cfg = cfg
+        self.lab = lab
+        # Timing runs are probe-free: the TLS records come from the counting run, which
+        # parses every record as it leaves. Without a counting run (--no-strace, or strace
+        # cannot trace here) the timing runs count them (1-8% of the TLS write path).
+        self.timing_tls_probe = tls_records_from(cfg) == "timing"
+
+    def options(self, cell: Cell, *, tls_probe: bool = True) -> ServerOptions:
+        return ServerOptions(strategy=cell.strategy, tls=cell.transport == "h2",
+                             body_bytes=cell.body_bytes, threads=self.cfg.threads,
+                             tls_mode=self.cfg.tls_mode,
+                             tls_probe=tls_probe or cell.transport != "h2"
+                             or self.cfg.tls_mode != "membio",
+                             host=self.lab.server_addr if self.lab else "127.0.0.1",
+                             extra_args=tuple(self.cfg.server_args))
+
+    def _server(self, opts: ServerOptions, wrapper: list[str] | None = None) -> ServerProcess:
+        popen = (lambda argv, **kw: self.lab.popen("server", argv, **kw)) if self.lab else None
+        return ServerProcess(opts, wrapper=wrapper or (), popen=popen, call=self._client_call)
+
+    def _client_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Client-side work (load, control requests) runs in the client namespace."""
+        if self.lab is not None:
+            return self.lab.call("client", fn, *args, **kwargs)
+        return fn(*args, **kwargs)
+
+    def load(self, url: str, requests: int) -> LoadSummary:
+        cfg = self.cfg
+        return self._client_call(run_driver, cfg.driver, url, requests=requests,
+                                 connections=cfg.connections, streams=cfg.streams)
+
+    def timing_pass(self, cell: Cell, with_alloc_probe: bool) -> tuple[TimingSample, int | None]:
+        cfg = self.cfg
+        opts = self.options(cell, tls_probe=self.timing_tls_probe)
+        with self._server(opts) as srv:
+            url = f"{srv.url}/"
+            # Warm-up: code paths, the body buffer and hpack tables exist before "before".
+            self.load(url, max(cfg.warmup_requests, cfg.connections * cfg.streams))
+            before = take_snapshot(srv)
+            load = self.load(url, cfg.timing_requests(cell.body_bytes))
+            after = take_snapshot(srv, after_load=True)
+            alloc = (self._client_call(measure_alloc_per_response, srv.url, "/", samples=5)
+                     if with_alloc_probe else None)
+        return timing_sample(load, before, after), alloc
+
+    def counting_pass(self, cell: Cell) -> CountingSample:
+        requests = self.cfg.strace_requests(cell.body_bytes)
+        return counting_run(self.options(cell), lambda url: self.load(url, requests),
+                            server=lambda opts, wrapper: self._server(opts, wrapper))
+
+
+def counting_run(opts: ServerOptions, load: Callable[[str], object], *,
+                 server: Callable[[ServerOptions, list[str]], ServerProcess] | None = None,
+                 ) -> CountingSample:
+    """A fresh server under strace, loaded by ``load(url)``; its TCP writes counted from
+    the log and cross-checked against the server's own final counts."""
+    from toolkit.probes.strace import check_ptrace_allowed, count_tcp_writes, strace_wrapper
+
+    make = server or (lambda o, w: ServerProcess(o, wrapper=w))
+    with tempfile.TemporaryDirectory(prefix="writeshape-strace-") as tmp:
+        log = os.path.join(tmp, "server.strace")
+        srv = make(opts, strace_wrapper(log))
+        try:
+            try:
+                srv.start()
+            except ServerStartError as exc:
+                check_ptrace_allowed(str(exc))  # names the fix when ptrace is refused
+                raise
+            load(f"{srv.url}/")
+        finally:
+            srv.stop()
+            srv.cleanup()
+        final = srv.final_stats
+        if final is None:
+            raise WriteshapeError(
+                f"server under strace exited without its stats: {srv.stderr_tail()}")
+        counts = count_tcp_writes(log)
+    server_syscalls = final.get("syscalls")
+    matches = None if server_syscalls is None else server_syscalls == counts.calls
+    tls = final.get("tls") or {}
+    return CountingSample(
+        responses=final["responses"], write_syscalls=counts.total_calls,
+        write_bytes=counts.bytes, syscalls=counts.calls, server_syscalls=server_syscalls,
+        self_count_matches_strace=matches, unparsed_lines=counts.unparsed_lines,
+        failed_write_syscalls=counts.errors,
+        # Application records only: handshakes are per connection, not per response.
+        tls_records=tls.get("application_records"),
+        tls_record_bytes=tls.get("application_record_bytes"),
+        tls_ssl_writes=tls.get("ssl_writes"),
+        tls_plaintext_bytes=tls.get("plaintext_bytes"))

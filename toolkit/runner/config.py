@@ -1,0 +1,175 @@
+"""What a comparison measures: its cells, their request counts, and every check up front.
+
+Every option is checked by :meth:`CompareConfig.validate` before any server starts: a bad
+value is one UsageError, never a failure per cell later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from toolkit.clients.drivers import resolve_driver
+from toolkit.errors import UsageError
+from toolkit.strategies import TRANSPORTS, check_strategy, supports
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One row to measure: a strategy (or another server) on a transport and body size."""
+
+    label: str  # unique: the strategy, or "single#2" for a second copy (A/A)
+    strategy: str
+    transport: str
+    body_bytes: int
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.label, self.transport, self.body_bytes)
+
+
+def labels_for(strategies: list[str]) -> list[str]:
+    """A name listed twice is measured twice: the second is "NAME#2" (an A/A check)."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in strategies:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return out
+
+
+@dataclass
+class CompareConfig:
+    strategies: list[str] = field(default_factory=lambda: ["single", "split", "writev"])
+    transports: list[str] = field(default_factory=lambda: ["h2c", "h2"])
+    body_sizes: list[int] = field(default_factory=lambda: [16 << 10, 1 << 20])
+    requests: int | None = None  # per timing run; default scales with the body size
+    counting_requests: int | None = None  # per counting run under strace
+    connections: int = 4
+    streams: int = 4
+    repeat: int = 2  # two timing runs per cell by default: a median, and a spread
+    driver: str = "auto"
+    strace: bool = True
+    alloc_probe: bool = True
+    baseline: str = "single"
+    threads: bool = False
+    tls_mode: str = "membio"
+    warmup_requests: int = 16
+    server_args: list[str] = field(default_factory=list)
+    netns: bool = False
+    mtu: int | None = None
+    rate: str | None = None
+    delay_ms: float | None = None
+
+    def validate(self) -> None:
+        if not self.strategies:
+            raise UsageError("--strategies is empty")
+        if not self.transports:
+            raise UsageError("--transports is empty")
+        for t in self.transports:
+            if t not in TRANSPORTS:
+                raise UsageError(f"unknown transport {t!r}; choose h2c or h2")
+        for s in self.strategies:
+            check_strategy(s)
+            if not any(supports(s, t) for t in self.transports):
+                raise UsageError(f"{s} is a TLS strategy: add --transports h2")
+        self.driver = resolve_driver(self.driver)
+        if not self.body_sizes:
+            raise UsageError("--body-sizes is empty")
+        if min(self.body_sizes) < 1:
+            raise UsageError("--body-sizes must be at least 1 byte each")
+        if self.baseline not in self.strategies and self.baseline == "single":
+            self.baseline = self.strategies[0]  # the default follows --strategies
+        if self.baseline not in self.strategies:
+            raise UsageError(f"--baseline {self.baseline!r} is not among --strategies "
+                             f"({','.join(self.strategies)})")
+        if self.repeat < 1 or self.connections < 1 or self.streams < 1:
+            raise UsageError("--repeat, --connections and --streams must be at least 1")
+        for name in ("requests", "counting_requests"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.tls_mode not in ("membio", "stdlib"):
+            raise UsageError(f"--tls-mode must be membio or stdlib, not {self.tls_mode!r}")
+        self._validate_driver_counts()
+        self._validate_network()
+        if self.strace:
+            from toolkit.probes.strace import strace_wrapper
+
+            strace_wrapper("/dev/null")  # raises MissingToolError early
+
+    def _validate_driver_counts(self) -> None:
+        if self.driver != "h2load":
+            return
+        # h2load needs at least one request per connection, in every run it makes.
+        for body in self.body_sizes:
+            for what, n in (("--requests", self.timing_requests(body)),
+                            ("--counting-requests", self.strace_requests(body))):
+                if n < self.connections:
+                    raise UsageError(f"{what} {n} is fewer than --connections "
+                                     f"{self.connections}: h2load needs one per connection")
+
+    def _validate_network(self) -> None:
+        shaping = {"--mtu": self.mtu, "--rate": self.rate, "--delay-ms": self.delay_ms}
+        given = [flag for flag, value in shaping.items() if value is not None]
+        if given and not self.netns:
+            raise UsageError(f"{', '.join(given)} shape the link between two namespaces: "
+                             "add --netns")
+        if self.netns:
+            from toolkit.lab.netlab import MAX_MTU, MIN_MTU, parse_rate_bits_per_s, require_root
+
+            if self.mtu is not None and not MIN_MTU <= self.mtu <= MAX_MTU:
+                raise UsageError(f"bad --mtu {self.mtu}: use {MIN_MTU} .. {MAX_MTU}")
+            if self.rate is not None:
+                parse_rate_bits_per_s(self.rate)
+            if self.delay_ms is not None and not 0 <= self.delay_ms <= 60_000:
+                raise UsageError("--delay-ms must be 0..60000")
+            require_root()
+
+    @property
+    def labels(self) -> list[str]:
+        return labels_for(self.strategies)
+
+    def cells(self) -> list[Cell]:
+        return [Cell(label, s, t, b) for b in self.body_sizes for t in self.transports
+                for label, s in zip(self.labels, self.strategies, strict=True)
+                if supports(s, t)]
+
+    def timing_requests(self, body_bytes: int) -> int:
+        if self.requests is not None:
+            return self.requests
+        # About 768 MiB per run, within 300..3000 requests: about a second per run,
+        # steady enough to rank, short enough that the default comparison ends in ~a minute.
+        return max(300, min(3000, (768 << 20) // max(body_bytes, 1)))
+
+    def strace_requests(self, body_bytes: int) -> int:
+        if self.counting_requests is not None:
+            return self.counting_requests
+        return max(32, min(400, self.timing_requests(body_bytes) // 4))
+
+    def apply(self, **options: Any) -> CompareConfig:
+        """Set the options that are not None (command-line flags left out stay default)."""
+        for name, value in options.items():
+            if not hasattr(self, name):
+                raise AttributeError(name)
+            if value is not None:
+                setattr(self, name, value)
+        return self
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The review's experiment: one large fixed body, h2c and h2, many requests, memory
+    # before/after, req/s, latency, syscalls (HTTP.jl PR 1282 measured 100,000 requests).
+    "review": {"strategies": ["single", "split", "writev"], "transports": ["h2c", "h2"],
+               "body_sizes": [1 << 20], "requests": 100_000, "counting_requests": 400,
+               "connections": 4, "streams": 4, "repeat": 1},
+}
+
+
+def preset(name: str | None) -> CompareConfig:
+    cfg = CompareConfig()
+    if name is None:
+        return cfg
+    if name not in PRESETS:
+        raise UsageError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return cfg.apply(**PRESETS[name])
