@@ -8,9 +8,6 @@ import pytest
 
 from toolkit.server.process import ServerOptions, ServerProcess
 
-CLEARTEXT = ("single", "split", "writev", "cork", "chain")
-TLS_STRATEGIES = (*CLEARTEXT, "coalesce")
-
 
 @pytest.fixture
 def start_server() -> Iterator[Callable[..., ServerProcess]]:

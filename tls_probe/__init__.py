@@ -16,6 +16,12 @@ from tls_probe.bio import (
     TlsStats,
 )
 from tls_probe.certs import CertBundle, make_cert_bundle, make_client_context, make_server_context
+from tls_probe.errors import (
+    CapturePermissionError,
+    TlsConfigError,
+    TlsProbeError,
+    ToolMissingError,
+)
 from tls_probe.records import (
     CONTENT_TYPE_NAMES,
     NATIVE_RECORD_TALLY,
@@ -30,6 +36,7 @@ __all__ = [
     "CONTENT_TYPE_NAMES",
     "NATIVE_RECORD_TALLY",
     "RECORD_COUNTER",
+    "CapturePermissionError",
     "CertBundle",
     "InstrumentedTLS",
     "MemoryBioTLS",
@@ -38,10 +45,13 @@ __all__ = [
     "RecordLayerError",
     "RecordParser",
     "TlsClosedError",
+    "TlsConfigError",
     "TlsError",
     "TlsHandshakeError",
+    "TlsProbeError",
     "TlsProtocolError",
     "TlsStats",
+    "ToolMissingError",
     "make_cert_bundle",
     "make_client_context",
     "make_server_context",

@@ -6,7 +6,7 @@ comes out of `take_ciphertext`. `InstrumentedTLS` is the same object counting ev
 SSL_write, every flush and every record, in both directions, by walking the record
 headers of the ciphertext it hands out or is given (no payload is copied).
 
-Failures are typed (all are `TlsError`, a `WriteshapeError`), so a server can catch
+Failures are typed (all are `TlsError`, a `TlsProbeError`), so a server can catch
 them per connection, log one line and keep serving:
 
 - `TlsHandshakeError`: the handshake failed: garbage instead of a ClientHello, an
@@ -24,16 +24,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from tls_probe.errors import TlsProbeError
 from tls_probe.records import (
     CONTENT_TYPE_NAMES,
     NATIVE_RECORD_TALLY,
     Buffer,
     RecordCounter,
 )
-from toolkit.errors import WriteshapeError
 
 
-class TlsError(WriteshapeError):
+class TlsError(TlsProbeError):
     """A TLS connection failed; the connection is unusable, the server is not."""
 
 

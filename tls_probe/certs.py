@@ -15,7 +15,7 @@ from pathlib import Path
 
 import trustme
 
-from toolkit.errors import UsageError
+from tls_probe.errors import TlsConfigError
 
 SERVER_NAMES = ("localhost", "127.0.0.1", "::1")
 TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
@@ -66,7 +66,7 @@ def _tls_version(tls_version: str) -> ssl.TLSVersion:
     try:
         return TLS_VERSIONS[tls_version]
     except KeyError:
-        raise UsageError(
+        raise TlsConfigError(
             f"unsupported TLS version {tls_version!r}: use one of {', '.join(TLS_VERSIONS)}"
         ) from None
 
@@ -105,7 +105,7 @@ def make_client_context(
         try:
             ctx.load_verify_locations(cafile=ca_pem_path)
         except (OSError, ssl.SSLError) as exc:
-            raise UsageError(
+            raise TlsConfigError(
                 f"cannot load CA certificate {ca_pem_path}: {exc}; pass a PEM file or --insecure"
             ) from exc
     else:

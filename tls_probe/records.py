@@ -17,7 +17,7 @@ import operator
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from toolkit.errors import WriteshapeError
+from tls_probe.errors import TlsProbeError
 
 try:  # the C tally (tls_probe/_recordwalk.c), built when a compiler was at hand
     from tls_probe._recordwalk import RecordTally as _NativeTally
@@ -51,7 +51,7 @@ _MAX_SHAPE_RECORDS = 256
 _MAX_SHAPES = 64
 
 
-class RecordLayerError(WriteshapeError, ValueError):
+class RecordLayerError(TlsProbeError, ValueError):
     """The byte stream is not a TLS record stream (a bad header was found)."""
 
 

@@ -19,20 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from tls_probe.errors import CapturePermissionError, TlsProbeError, ToolMissingError
 from tls_probe.records import HEADER_BYTES
-from toolkit.errors import MissingToolError, PermissionProblem, WriteshapeError
 
 _SEPARATOR = "\t"
 
 
-class CaptureError(WriteshapeError):
+class CaptureError(TlsProbeError):
     """dumpcap or tshark failed."""
 
 
 def require_tool(name: str, package: str = "tshark") -> str:
     path = shutil.which(name)
     if path is None:
-        raise MissingToolError(name, package)
+        raise ToolMissingError(name, package)
     return path
 
 
@@ -179,7 +179,7 @@ class LoopbackCapture:
             message = proc.stderr.read().decode(errors="replace").strip()
             proc.stderr.close()
             if "permission" in message.lower() or "not permitted" in message.lower():
-                raise PermissionProblem(
+                raise CapturePermissionError(
                     f"dumpcap cannot capture on {self.interface}: {message}; run as root "
                     "or give dumpcap CAP_NET_RAW"
                 )

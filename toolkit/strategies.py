@@ -127,6 +127,25 @@ class StrategyOption:
         return [self.flag] if self.kind is bool else [self.flag, str(value)]
 
 
+@dataclass(frozen=True)
+class Shape:
+    """What a strategy promises about its writes. The shape, memory and TLS-record tests
+    check every registered strategy against its own declaration, so a new strategy is
+    tested without a test file changing.
+
+    ``syscalls``: the syscalls its h2c plans issue (strace's names); ``calls_per_frame``:
+    h2c socket calls per DATA frame (0: a few per flush, whatever the frames);
+    ``copies_flush``: h2c flushes are copied into one new buffer (memory per response
+    grows with the body); ``header_records``: under TLS every 9-byte frame header
+    becomes a record of its own (about twice the records of whole 16 KiB records).
+    """
+
+    syscalls: frozenset[str] = frozenset({"sendmsg"})
+    calls_per_frame: int = 0
+    copies_flush: bool = False
+    header_records: bool = True
+
+
 class Strategy:
     """Base: a strategy object is made per connection (it may own scratch buffers).
 
@@ -138,6 +157,7 @@ class Strategy:
     description: ClassVar[str]
     tls_only: ClassVar[bool] = False
     options: ClassVar[tuple[StrategyOption, ...]] = ()
+    shape: ClassVar[Shape] = Shape()
 
     @property
     def idle_reset_after_s(self) -> float | None:
@@ -156,6 +176,7 @@ class Strategy:
 class Single(Strategy):
     name = "single"
     description = "copy the whole flush into one buffer, one send (HTTP.jl before the PR)"
+    shape = Shape(syscalls=frozenset({"sendto"}), copies_flush=True, header_records=False)
 
     def plan(self, segments: Sequence[Buffer]) -> Iterator[SocketCall]:
         if segments:
@@ -170,6 +191,7 @@ class Single(Strategy):
 class Split(Strategy):
     name = "split"
     description = "every segment its own send: 9-byte header, then payload (the PR)"
+    shape = Shape(syscalls=frozenset({"sendto"}), calls_per_frame=2)
 
     def plan(self, segments: Sequence[Buffer]) -> Iterator[SocketCall]:
         for seg in segments:
@@ -185,6 +207,7 @@ class Split(Strategy):
 class Writev(Strategy):
     name = "writev"
     description = "one sendmsg gathering all segments (IOV_MAX per call)"
+    shape = Shape(syscalls=frozenset({"sendmsg"}))
 
     def plan(self, segments: Sequence[Buffer]) -> Iterator[SocketCall]:
         for chunk in _chunks(segments, IOV_MAX):
@@ -203,6 +226,7 @@ class Writev(Strategy):
 class Cork(Strategy):
     name = "cork"
     description = "like split, with MSG_MORE on all but the last segment of a flush"
+    shape = Shape(syscalls=frozenset({"sendto"}), calls_per_frame=2)
 
     def plan(self, segments: Sequence[Buffer]) -> Iterator[SocketCall]:
         last = len(segments) - 1
@@ -219,6 +243,7 @@ class Cork(Strategy):
 class Chain(Strategy):
     name = "chain"
     description = "Rust h2: payloads < 256 B copied behind their header, larger ones chained"
+    shape = Shape(syscalls=frozenset({"sendmsg"}))
     threshold_bytes = CHAIN_THRESHOLD_BYTES
 
     def plan(self, segments: Sequence[Buffer]) -> Iterator[SocketCall]:
@@ -248,6 +273,7 @@ class Coalesce(Strategy):
 
     name = "coalesce"
     description = "TLS: fill 16 KiB records from a reused scratch buffer, one SSL_write each"
+    shape = Shape(syscalls=frozenset(), header_records=False)
     tls_only = True
     options = (
         StrategyOption("dynamic_records", "--dynamic-records", bool, False,
@@ -331,30 +357,42 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
+_plugin_problem: str | None = None
+
+
 def _load_plugin_modules() -> None:
+    """Import the modules named by WRITESHAPE_STRATEGY_MODULES. A failure is kept and
+    raised (one line) by the first lookup, not at import: the CLI must be able to say it."""
+    global _plugin_problem
     for module in filter(None, (m.strip() for m in
                                 os.environ.get(PLUGIN_MODULES_ENV, "").split(","))):
         try:
             importlib.import_module(module)
         except ImportError as exc:
-            raise UsageError(f"{PLUGIN_MODULES_ENV}: cannot import {module!r}: {exc}") from None
+            _plugin_problem = f"{PLUGIN_MODULES_ENV}: cannot import {module!r}: {exc}"
+
+
+def _registry() -> dict[str, type[Strategy]]:
+    if _plugin_problem is not None:
+        raise UsageError(_plugin_problem)
+    return STRATEGIES
 
 
 
 def supports(name: str, transport: str) -> bool:
     """Whether strategy ``name`` can serve ``transport`` ("h2c" or "h2")."""
-    cls = STRATEGIES.get(name)
+    cls = _registry().get(name)
     return cls is not None and (transport == "h2" or not cls.tls_only)
 
 
 def strategy_names(transport: str | None = None) -> tuple[str, ...]:
     """Every registered strategy, or those that serve ``transport``."""
-    return tuple(n for n in STRATEGIES if transport is None or supports(n, transport))
+    return tuple(n for n in _registry() if transport is None or supports(n, transport))
 
 
 def check_strategy(name: str, transport: str | None = None) -> type[Strategy]:
     """The class of ``name``; a UsageError naming the choices or the missing transport."""
-    cls = STRATEGIES.get(name)
+    cls = _registry().get(name)
     if cls is None:
         raise UsageError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
     if transport is not None and transport not in TRANSPORTS:

@@ -24,9 +24,9 @@ app = typer.Typer(
 def _standalone_errors() -> tuple[type[BaseException], ...]:
     """Error bases of the probe packages, which stand alone (no toolkit import)."""
     from strace_parsers import StraceInputError
-    from tls_probe import TlsError
+    from tls_probe.errors import TlsProbeError
 
-    return (StraceInputError, TlsError)
+    return (StraceInputError, TlsProbeError)
 
 
 def main() -> None:

@@ -36,9 +36,9 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+from tls_probe.errors import TlsProbeError
 from toolkit.clients.latency import LatencyHistogram
 from toolkit.clients.target import Target
-from toolkit.errors import WriteshapeError
 from toolkit.protocol.body import matches_pattern
 from toolkit.protocol.frames import (
     END_STREAM,
@@ -232,7 +232,7 @@ class H2LoadConnection(asyncio.BufferedProtocol):
             self._parse()
         except h2.exceptions.ProtocolError as exc:
             self._die("protocol", str(exc))
-        except (ssl.SSLError, WriteshapeError) as exc:  # tls_probe raises TlsError types
+        except (ssl.SSLError, TlsProbeError) as exc:
             self._die("tls", str(exc))
         self._flush()
 

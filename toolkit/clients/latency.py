@@ -1,7 +1,7 @@
 """Latency recording in an HDR histogram: exact-enough percentiles at bounded memory.
 
 Values are recorded in integer microseconds (what wrk and h2load do) and reported in
-milliseconds. Histograms from several connections or runs merge without losing precision.
+milliseconds.
 """
 
 from __future__ import annotations
@@ -45,11 +45,6 @@ class LatencyHistogram:
     def record_s(self, seconds: float) -> None:
         self.record_us(round(seconds * 1_000_000))
 
-    def merge(self, other: LatencyHistogram) -> None:
-        """Adds all samples of ``other`` into this histogram."""
-        self._hist.add(other._hist)
-        self._sum_us += other._sum_us
-
     @property
     def count(self) -> int:
         return int(self._hist.get_total_count())
@@ -83,10 +78,3 @@ class LatencyHistogram:
             mean_ms=self.mean_ms(),
         )
 
-
-def merged(histograms: list[LatencyHistogram]) -> LatencyHistogram:
-    """A new histogram holding the samples of all ``histograms``."""
-    out = LatencyHistogram()
-    for h in histograms:
-        out.merge(h)
-    return out

@@ -51,26 +51,3 @@ def matches_pattern(buf: bytes | bytearray, start: int, n: int, offset: int) -> 
         n -= k
     return True
 
-
-class BodyVerifier:
-    """Checks a body arriving in chunks against the pattern without holding it."""
-
-    def __init__(self) -> None:
-        self.offset = 0
-        self.mismatch_at: int | None = None
-
-    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
-        n = len(chunk)
-        if self.mismatch_at is None:
-            data = chunk if isinstance(chunk, bytes | bytearray) else bytes(chunk)
-            if not matches_pattern(data, 0, n, self.offset):
-                exp = expected_chunk(self.offset, n)
-                for i, (a, b) in enumerate(zip(data, exp, strict=True)):
-                    if a != b:
-                        self.mismatch_at = self.offset + i
-                        break
-        self.offset += n
-
-    @property
-    def ok(self) -> bool:
-        return self.mismatch_at is None

@@ -15,7 +15,6 @@ from typing import NamedTuple
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 FRAME_HEADER_BYTES = 9
 SETTINGS_ENTRY_BYTES = 6
-MAX_FRAME_LENGTH = (1 << 24) - 1
 MAX_WINDOW = (1 << 31) - 1
 STREAM_ID_MASK = 0x7FFFFFFF
 

@@ -116,7 +116,6 @@ class ConnectionGuard:
         self._block_stream: int | None = None  # stream of an unfinished header block
         self._block_frames = 0
         self._block_bytes = 0
-        self.frames_seen = 0
 
     def on_receive(self, data: bytes, now_s: float) -> Verdict | None:
         for head in self.scanner.feed(data):
@@ -126,7 +125,6 @@ class ConnectionGuard:
         return None
 
     def on_frame(self, head: FrameHead, now_s: float) -> Verdict | None:
-        self.frames_seen += 1
         ftype, flags, length = head.type, head.flags, head.length
         if ftype == _DATA:
             if length == 0 and not flags & END_STREAM:

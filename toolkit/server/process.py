@@ -201,10 +201,20 @@ class ServerProcess:
             resp = self._control.get(path)
         except WriteshapeError:
             self._close_control()
-            resp = self.call(_fetch_once, self.url, path)  # one retry, on a new connection
+            try:
+                resp = self.call(_fetch_once, self.url, path)  # one retry, on a new connection
+            except WriteshapeError as exc:
+                raise WriteshapeError(f"{exc} ({self._state()})") from None
         if resp.status != 200:
             raise WriteshapeError(f"GET {path} answered {resp.status}")
         return resp.json()
+
+    def _state(self) -> str:
+        """What became of the server, for an error message: exit status and last log lines."""
+        code = self.proc.poll() if self.proc is not None else self.returncode
+        state = "server running" if code is None else f"server exited with {code}"
+        tail = self.stderr_tail()
+        return f"{state}; log: {tail}" if tail else state
 
     def stats(self) -> dict[str, Any]:
         return self.get_json("/stats")

@@ -28,7 +28,7 @@ from toolkit.lab.netlab import (
 from toolkit.probes.tcpinfo import read_own_socket, read_tcp_connections
 
 pytestmark = pytest.mark.root
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def assert_gone(*labs: NetLab) -> None:

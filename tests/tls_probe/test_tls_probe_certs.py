@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tls_probe.certs import make_cert_bundle, make_client_context, make_server_context
-from toolkit.errors import UsageError
+from tls_probe.errors import TlsConfigError
 
 
 def openssl(*args: str) -> str:
@@ -49,7 +49,7 @@ def test_server_context_is_pinned_to_one_version(
 
 
 def test_bad_tls_version_is_a_usage_error() -> None:
-    with pytest.raises(UsageError, match=r"unsupported TLS version '1\.1'"):
+    with pytest.raises(TlsConfigError, match=r"unsupported TLS version '1\.1'"):
         make_server_context(tls_version="1.1")
 
 
@@ -63,5 +63,5 @@ def test_client_context_modes() -> None:
 
 
 def test_unreadable_ca_file_is_a_usage_error(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="--insecure"):
+    with pytest.raises(TlsConfigError, match="--insecure"):
         make_client_context(str(tmp_path / "missing.pem"))

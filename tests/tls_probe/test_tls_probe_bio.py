@@ -20,8 +20,8 @@ from tls_probe import (
     make_client_context,
     make_server_context,
 )
+from tls_probe.errors import TlsProbeError
 from tls_probe.records import HANDSHAKE, RecordParser
-from toolkit.errors import WriteshapeError
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +201,7 @@ def test_garbage_instead_of_a_client_hello_is_a_handshake_error(bundle: CertBund
     server.feed_ciphertext(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
     with pytest.raises(TlsHandshakeError) as info:
         server.do_handshake()
-    assert isinstance(info.value, TlsError) and isinstance(info.value, WriteshapeError)
+    assert isinstance(info.value, TlsError) and isinstance(info.value, TlsProbeError)
     assert not info.value.cut_off
     assert "http request" in str(info.value)
     assert server.received.error is not None  # the counter saw no TLS records either

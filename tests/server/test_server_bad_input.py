@@ -12,6 +12,7 @@ from hyperframe.frame import Frame, GoAwayFrame
 
 from toolkit.clients.fetch import fetch
 from toolkit.protocol.body import expected_chunk
+from toolkit.strategies import strategy_names
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -42,7 +43,7 @@ def _still_serves(srv) -> None:
     assert resp.status == 200 and resp.body == expected_chunk(0, 70000)
 
 
-@pytest.mark.parametrize("strategy", ["single", "split", "writev"])
+@pytest.mark.parametrize("strategy", strategy_names("h2c"))
 def test_garbage_instead_of_preface_gets_goaway(start_server, strategy):
     srv = start_server(strategy=strategy, body_bytes=1000)
     with socket.create_connection(("127.0.0.1", srv.port)) as sock:
@@ -69,7 +70,7 @@ def test_invalid_frame_gets_goaway(start_server):
     _still_serves(srv)
 
 
-@pytest.mark.parametrize("strategy", ["single", "split", "writev", "cork", "chain"])
+@pytest.mark.parametrize("strategy", strategy_names("h2c"))
 def test_client_closing_mid_response_is_a_clean_close(start_server, strategy):
     srv = start_server(strategy=strategy, body_bytes=16 << 20)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))

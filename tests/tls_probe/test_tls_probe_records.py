@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from tls_probe.bio import InstrumentedTLS
 from tls_probe.certs import make_cert_bundle, make_client_context, make_server_context
+from tls_probe.errors import TlsProbeError
 from tls_probe.records import (
     ALERT,
     APPLICATION_DATA,
@@ -22,7 +23,6 @@ from tls_probe.records import (
     RecordLayerError,
     RecordParser,
 )
-from toolkit.errors import WriteshapeError
 
 # Every counter test runs on both paths: the C tally and the pure-Python one (the C one
 # is built by `make test`; tests/test_tls_probe_native.py fails when it is not).
@@ -190,7 +190,7 @@ def test_invalid_header_stops_the_parser_and_accounts_for_the_rest(
     assert parser.unparsed_bytes == 25 + 15
     with pytest.raises(RecordLayerError) as info:
         parser.raise_for_error()
-    assert isinstance(info.value, WriteshapeError)
+    assert isinstance(info.value, TlsProbeError)
 
 
 def test_largest_legal_record_is_accepted() -> None:

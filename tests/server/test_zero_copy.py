@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toolkit.protocol.body import BodyStore, expected_chunk
-from toolkit.protocol.frames import data_frame_header
 from toolkit.server.zero_copy import ZeroCopyH2Connection
 
 
@@ -100,8 +99,3 @@ def test_flow_control_is_enforced_by_h2():
     with pytest.raises(ValueError):
         zc.send_data_run(1, body[:10], 1 << 20, False, [])
 
-
-def test_frame_header_layout():
-    assert data_frame_header(16384, 1, False) == bytes([0, 0x40, 0, 0, 0, 0, 0, 0, 1])
-    assert data_frame_header(5, 3, True) == bytes([0, 0, 5, 0, 1, 0, 0, 0, 3])
-    assert data_frame_header(0x123456, 0x7FFFFFFF, True)[:3] == b"\x12\x34\x56"
