@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 def console(stderr: bool = False) -> Console:
     from rich.console import Console
 
-    # Tables are wide: off a terminal (pipes, CI logs) draw them at 160 columns.
+    # Tables are wide: off a terminal (pipes, CI logs) draw them at 200 columns.
     stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() else max(160, shutil.get_terminal_size().columns)
+    width = None if stream.isatty() else max(200, shutil.get_terminal_size().columns)
     return Console(stderr=stderr, highlight=False, width=width)
 
 

@@ -17,11 +17,20 @@ from toolkit.cli.common import check_writable, console
 from toolkit.errors import UsageError
 
 if TYPE_CHECKING:
+    from toolkit.measure.rows import ResultRow
     from toolkit.runner.config import CompareConfig
 
 
 def _names(text: str | None) -> list[str] | None:
     return None if text is None else [s.strip() for s in text.split(",") if s.strip()]
+
+
+def _repeat(text: str) -> int | None:
+    if text == "auto":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(f"--repeat must be auto or a number of rounds >= 1, not {text!r}")
+    return int(text)
 
 
 def check_server_args(args: list[str]) -> None:
@@ -40,9 +49,9 @@ def check_server_args(args: list[str]) -> None:
         raise UsageError(f"--server-args: {exc}") from None
 
 
-def _run_with_progress(cfg: CompareConfig, on_row: object) -> bool:
+def _run_with_progress(cfg: CompareConfig, on_update: object) -> bool:
     """Run the comparison under a progress bar; True if it was interrupted (Ctrl-C or
-    SIGTERM), with the rows finished so far already handed to ``on_row``."""
+    SIGTERM), with the rows measured so far already handed to ``on_update``."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from toolkit.runner import run_compare
@@ -55,15 +64,16 @@ def _run_with_progress(cfg: CompareConfig, on_row: object) -> bool:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    steps = len(cfg.cells()) * (cfg.repeat + (1 if cfg.strace else 0))
     interrupted = False
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
-                  "{task.total}"), TimeElapsedColumn(), console=console(),
-                  transient=True) as bar:
-        task = bar.add_task("starting", total=steps)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                  console=console(), transient=True) as bar:
+        # The bar fills with the time budget: rounds go on until the intervals are tight.
+        task = bar.add_task("starting", total=cfg.max_seconds if cfg.repeat is None else None)
+        started = time.monotonic()
         try:
-            run_compare(cfg, on_row=on_row,  # type: ignore[arg-type]
-                        progress=lambda msg: bar.update(task, description=msg, advance=1))
+            run_compare(cfg, on_update=on_update,  # type: ignore[arg-type]
+                        progress=lambda msg: bar.update(
+                            task, description=msg, completed=time.monotonic() - started))
         except KeyboardInterrupt:
             interrupted = True
         finally:
@@ -83,7 +93,14 @@ def compare(
         help="requests per counting run under strace")] = None,
     connections: Annotated[int | None, typer.Option("--connections", "-c")] = None,
     streams: Annotated[int | None, typer.Option("--streams", "-m")] = None,
-    repeat: Annotated[int | None, typer.Option(help="timing runs per cell (medians)")] = None,
+    repeat: Annotated[str | None, typer.Option(
+        help="timing rounds: auto (until the intervals are within +-5%, or --max-seconds) "
+             "or a number")] = None,
+    max_seconds: Annotated[float | None, typer.Option(
+        help="time budget of the whole comparison with --repeat auto (170)")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="a one-minute look")] = False,
+    noise_threshold: Annotated[float | None, typer.Option(
+        help="ratios within 1 +- this are 'same' (0.05)")] = None,
     driver: Annotated[str, typer.Option(
         help="load client: h2load, builtin, or auto (h2load if installed)")] = "auto",
     no_strace: Annotated[bool, typer.Option("--no-strace", help="skip the counting run")
@@ -110,18 +127,25 @@ def compare(
     from toolkit.reports.files import ResultFiles
     from toolkit.reports.terminal import render_comparison
     from toolkit.runner import CompareResult
+    from toolkit.runner.config import PRESETS
     from toolkit.runner.config import preset as preset_config
     from toolkit.runner.result import collect_meta
     from toolkit.sizes import parse_size_list
 
-    cfg = preset_config(preset).apply(
+    cfg = preset_config(preset)
+    if quick:
+        cfg.apply(**PRESETS["quick"])
+    cfg.apply(
         strategies=_names(strategies), transports=_names(transports),
         body_sizes=parse_size_list(body_sizes) if body_sizes is not None else None,
         requests=requests, counting_requests=counting_requests, connections=connections,
-        streams=streams, repeat=repeat, driver=driver, strace=not no_strace,
+        streams=streams, max_seconds=max_seconds, noise_threshold=noise_threshold,
+        driver=driver, strace=not no_strace,
         alloc_probe=not no_alloc, baseline=baseline, threads=threads, tls_mode=tls_mode,
         netns=netns, mtu=mtu, rate=rate, delay_ms=delay_ms,
         server_args=shlex.split(server_args) if server_args else None)
+    if repeat is not None:
+        cfg.repeat = _repeat(repeat)
     check_server_args(cfg.server_args)
     cfg.validate()
     for flag, out in (("--json", json_path), ("--csv", csv_path), ("--markdown", markdown_path)):
@@ -135,21 +159,24 @@ def compare(
                         baseline=cfg.baseline)
     started = time.monotonic()
 
-    def on_row(row: object) -> None:
-        result.rows.append(row)  # type: ignore[arg-type]
+    def on_update(rows: list[ResultRow]) -> None:
+        result.rows = rows
         result.meta["duration_s"] = round(time.monotonic() - started, 2)
-        files.save()  # each finished cell reaches the files at once
+        result.meta["rounds"] = max((len(r.rounds) for r in rows), default=0)
+        files.save()  # every finished round reaches the files at once
 
-    interrupted = _run_with_progress(cfg, on_row)
-    order = [c.key for c in cfg.cells()]
-    result.rows.sort(key=lambda row: order.index(row.key) if row.key in order else len(order))
+    interrupted = _run_with_progress(cfg, on_update)
     result.meta["duration_s"] = round(time.monotonic() - started, 2)
     files.save()
     if result.rows:
         render_comparison(result, console(), baseline=cfg.baseline)
     if interrupted:
-        print(f"writeshape: interrupted: {len(result.rows)} of {len(cfg.cells())} cells "
-              f"finished" + (f", saved in {json_path}" if json_path else ""), file=sys.stderr)
+        print(f"writeshape: interrupted after {result.meta.get('rounds', 0)} rounds: "
+              f"{sum(1 for r in result.rows if r.rounds)} of {len(cfg.cells())} cells measured"
+              + (f", saved in {json_path}" if json_path else ""), file=sys.stderr)
         raise typer.Exit(130)
-    if any(r.failures or r.error for r in result.rows):
+    # A failed request, a cell error or a self-count that disagrees with strace: the rows
+    # are kept and flagged, and the exit status says the result is not clean.
+    if any(r.failures or r.error or r.self_count_matches_strace is False
+           for r in result.rows):
         raise typer.Exit(1)

@@ -69,6 +69,8 @@ def serve(
     stats_json: Annotated[
         Path | None, typer.Option(help="write the final /stats JSON here at exit")
     ] = None,
+    memory_sample_ms: Annotated[int, typer.Option(
+        help="sample RSS and heap every N ms for GET /mem/series (0: off)")] = 0,
     # Protection limits, per connection (docs/limits.md).
     max_concurrent_streams: Annotated[int, typer.Option(help="SETTINGS value")] = 100,
     max_header_list_size: Annotated[str, typer.Option(help="also caps a header block")] = "64KiB",
@@ -102,7 +104,7 @@ def serve(
         threads=threads, max_frame_bytes=max_frame_size, tls_mode=tls_mode,
         tls_probe=tls_probe, tls_version=tls_version, flush_bytes=parse_size(flush_bytes),
         strategy_options=parse_strategy_flags(ctx.args), tracemalloc=tracemalloc_on,
-        stats_json=str(stats_json) if stats_json else None,
+        stats_json=str(stats_json) if stats_json else None, memory_sample_ms=memory_sample_ms,
         max_concurrent_streams=max_concurrent_streams,
         max_header_list_bytes=parse_size(max_header_list_size), idle_timeout_s=idle_timeout,
         start_timeout_s=start_timeout,

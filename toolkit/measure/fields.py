@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Group = Literal["speed", "shape", "detail"]
+Group = Literal["speed", "memory", "shape", "detail"]
 Better = Literal["higher", "lower"] | None
 
 
@@ -33,7 +33,7 @@ class Figure:
     ``fmt`` is a format string, or "size" (binary units) or "bool" (yes/NO);
     ``better`` is the direction that wins a comparison (None: not compared);
     ``ratio`` shows the ratio to the baseline's cell beside the value; ``group`` is the
-    table it belongs in (speed and memory, untraced; write shape, traced; detail: JSON only).
+    table it belongs in (speed and memory: untraced; write shape: traced; detail: JSON only).
     """
 
     name: str

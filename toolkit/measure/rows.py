@@ -41,6 +41,26 @@ class TimingSample:
     server_rss_bytes_after: int | None = None
     failures_by_cause: dict[str, int] = field(default_factory=dict)
     server_tls_probe: bool | None = None  # the server's /stats "tls_probe" (membio only)
+    round: int = 0
+    started: str = ""  # ISO 8601, when the run began
+    rss_bytes_before: int | None = None
+    live_heap_bytes_before: int | None = None
+    live_heap_bytes_after: int | None = None
+
+    def round_record(self) -> dict[str, Any]:
+        """The row's ``rounds`` entry for this run (contract: ROW.rounds)."""
+        return {
+            "round": self.round, "started": self.started, "requests": self.requests,
+            "failures": self.failures, "req_per_s": self.req_per_s,
+            "mbytes_per_s": self.mbytes_per_s, "latency_ms_p50": self.latency_ms_p50,
+            "latency_ms_p99": self.latency_ms_p99, "cpu_s_per_request": self.cpu_s_per_request,
+            "rss_delta_bytes": self.rss_delta_bytes,
+            "live_heap_delta_bytes": self.live_heap_delta_bytes,
+            "rss_bytes_before": self.rss_bytes_before,
+            "rss_bytes_after": self.server_rss_bytes_after,
+            "live_heap_bytes_before": self.live_heap_bytes_before,
+            "live_heap_bytes_after": self.live_heap_bytes_after,
+        }
 
 
 @dataclass
@@ -89,13 +109,13 @@ class ResultRow:
                                              better="lower", ratio=True,
                                              description="server CPU per request", group="speed")
     rss_delta_bytes: int | None = figure("RSS Δ", "bytes", fmt="size",
-                                         description="RSS growth over a run", group="speed")
+                                         description="RSS growth over a run", group="memory")
     live_heap_delta_bytes: int | None = figure("heap Δ", "bytes", fmt="size",
                                                description="live heap growth over a run",
-                                               group="speed")
+                                               group="memory")
     alloc_bytes_per_response: int | None = figure(
         "alloc/resp", "bytes", fmt="size", better="lower", ratio=True,
-        description="peak allocation per response", group="speed")
+        description="peak allocation per response", group="memory")
     write_syscalls_per_response: float | None = figure(
         "writes/resp", "calls", fmt="{:.1f}", better="lower", ratio=True,
         description="write syscalls per response", group="shape")
@@ -135,6 +155,14 @@ class ResultRow:
     timing_tls_probe: bool | None = None  # did the timing servers count TLS records?
     failures_by_cause: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    # Verdicts (toolkit/measure/verdicts.py): every timing round, paired ratios against the
+    # baseline row with their intervals, verdicts, spread, memory over time.
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    ratios: dict[str, dict[str, float]] | None = None
+    verdicts: dict[str, str] | None = None
+    cv: dict[str, float | None] = field(default_factory=dict)
+    memory: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.label:
@@ -232,6 +260,7 @@ def timing_figures(timing: list[TimingSample]) -> dict[str, Any]:
         "req_per_s_max": max(rps) if rps else None,
         "failures_by_cause": causes,
         "timing_tls_probe": probes.pop() if len(probes) == 1 else None,
+        "rounds": [s.round_record() for s in timing],
     }
     # TLS figures: from the timing runs if they ran the probe (no counting run), else
     # from the counting run.

@@ -126,6 +126,9 @@ def timing_sample(load: LoadSummary, before: Snapshot, after: Snapshot) -> Timin
         tcp_data_segments=delta(before, after, "tcp", "data_segs_out") if tcp_ok else None,
         tcp_bytes_sent=delta(before, after, "tcp", "bytes_sent") if tcp_ok else None,
         server_rss_bytes_after=dig(after.mem, "rss_bytes"),
+        rss_bytes_before=dig(before.mem, "rss_bytes"),
+        live_heap_bytes_before=dig(before.mem, "live_heap_bytes"),
+        live_heap_bytes_after=dig(after.mem, "live_heap_bytes"),
         failures_by_cause=dict(load.failures_by_cause),
         server_tls_probe=after.stats.get("tls_probe"),
     )

@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import UsageError
 from toolkit.measure.rows import ResultRow
-from toolkit.reports.table import TABLE_FIGURES, effective_baseline, formatted_rows, row_name
+from toolkit.reports.table import (
+    TABLE_FIGURES,
+    cv_text,
+    effective_baseline,
+    formatted_rows,
+    memory_text,
+    row_name,
+)
 from toolkit.sizes import format_size
 
 if TYPE_CHECKING:
@@ -68,19 +75,25 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def results_markdown(result: CompareResult, *, baseline: str = "single") -> str:
     baseline = effective_baseline(result.rows, baseline)
-    heads = ["transport", "body", "strategy"] + [f.heading for f in TABLE_FIGURES] + ["failures"]
+    heads = (["transport", "body", "strategy", "rounds"] + [f.heading for f in TABLE_FIGURES]
+             + ["CV", "memory", "failures"])
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for row, formatted in formatted_rows(result.rows, baseline, TABLE_FIGURES):
-        cells = [row.transport, format_size(row.body_bytes), row_name(row)]
-        cells += [text if r is None or row.label == baseline else f"{text} ({r:.2f}×)"
-                  for text, r in formatted]
-        cells.append("—" if row.failures is None else str(row.failures))
+        cells = [row.transport, format_size(row.body_bytes), row_name(row), str(len(row.rounds))]
+        cells += [text if r is None else f"{text} ({r})" for text, r in formatted]
+        cells += [cv_text(row), memory_text(row),
+                  "—" if row.failures is None else str(row.failures)]
         lines.append("| " + " | ".join(cells) + " |")
     meta = result.meta
     lines.append("")
+    threshold = meta.get("noise_threshold")
     lines.append(f"Command: `{meta.get('command')}` — driver {meta.get('driver')}, "
                  f"Python {meta.get('python')}, kernel {meta.get('kernel')}, "
-                 f"{meta.get('started')}. Ratios (×) against `{baseline}`.")
+                 f"{meta.get('started')}, {meta.get('duration_s')} s. Ratios (×) against "
+                 f"`{baseline}`" + (
+                     f"; for req/s, p99 and CPU the median of the per-round paired ratios "
+                     f"with its 95% interval and verdict (same: within ±{threshold:.0%})."
+                     if isinstance(threshold, float) else "."))
     return "\n".join(lines) + "\n"
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from toolkit.measure.fields import Figure
+from toolkit.measure.fields import Figure, human_bytes
 from toolkit.measure.rows import FIGURES, ResultRow
 
 SPEED_FIGURES = [f for f in FIGURES.values() if f.group == "speed"]
+MEMORY_FIGURES = [f for f in FIGURES.values() if f.group == "memory"]
 SHAPE_FIGURES = [f for f in FIGURES.values() if f.group == "shape"]
-TABLE_FIGURES = SPEED_FIGURES + SHAPE_FIGURES
+TABLE_FIGURES = SPEED_FIGURES + MEMORY_FIGURES + SHAPE_FIGURES
 
 
 def row_name(row: ResultRow) -> str:
@@ -42,17 +43,49 @@ def ratio(value: Any, base: Any) -> float | None:
     return float(value) / float(base)
 
 
+def judged_text(row: ResultRow, name: str) -> str | None:
+    """'0.93× [0.85–1.01] same' for a judged figure of a non-baseline row, else None."""
+    r = (row.ratios or {}).get(name)
+    if r is None:
+        return None
+    verdict = (row.verdicts or {}).get(name, "")
+    return f"{r['median']:.2f}× [{r['ci_low']:.2f}–{r['ci_high']:.2f}] {verdict}"
+
+
+def ratio_text(row: ResultRow, base: ResultRow | None, fig: Figure) -> str | None:
+    """The ratio beside a cell: paired, with its interval and verdict, for the judged
+    figures; the ratio of the medians for the other ratio figures; None for the baseline."""
+    if base is None or base is row or not fig.ratio:
+        return None
+    judged = judged_text(row, fig.name)
+    if judged is not None:
+        return judged
+    r = ratio(getattr(row, fig.name), getattr(base, fig.name))
+    return None if r is None else f"{r:.2f}×"
+
+
+def memory_text(row: ResultRow) -> str:
+    """'+12.0 KiB/1k req flat' from the memory slope over the rounds, '—' without."""
+    mem = row.memory or {}
+    slope = mem.get("rss_slope_bytes_per_krequest")
+    if not slope:
+        return "—"
+    sign = "+" if slope["median"] >= 0 else ""
+    return f"{sign}{human_bytes(slope['median'])}/1k {mem.get('verdict') or ''}".strip()
+
+
+def cv_text(row: ResultRow) -> str:
+    cv = row.cv.get("req_per_s") if row.cv else None
+    return "—" if cv is None else f"{cv:.0%}"
+
+
 def formatted_rows(rows: Sequence[ResultRow], baseline: str, figures: Sequence[Figure],
-                   ) -> Iterator[tuple[ResultRow, list[tuple[str, float | None]]]]:
+                   ) -> Iterator[tuple[ResultRow, list[tuple[str, str | None]]]]:
     """Rows in reading order (by transport and body, the baseline first), each with its
-    cells as (text, ratio to the baseline's cell or None)."""
+    cells as (text, ratio text beside it or None)."""
     baseline = effective_baseline(rows, baseline)
     ordered = sorted(rows, key=lambda r: (r.transport, r.body_bytes, r.label != baseline))
     for row in ordered:
         base = baseline_for(rows, row, baseline)
-        cells = []
-        for fig in figures:
-            value = getattr(row, fig.name)
-            r = ratio(value, getattr(base, fig.name)) if fig.ratio and base is not None else None
-            cells.append((fig.format(value), r))
-        yield row, cells
+        yield row, [(fig.format(getattr(row, fig.name)), ratio_text(row, base, fig))
+                    for fig in figures]

@@ -9,16 +9,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from toolkit.clients.drivers import run_driver
 from toolkit.clients.summary import LoadSummary
 from toolkit.errors import WriteshapeError
 from toolkit.measure.rows import CountingSample, TimingSample
-from toolkit.measure.snapshot import take_snapshot, timing_sample
+from toolkit.measure.snapshot import Snapshot, process_cpu_s, take_snapshot, timing_sample
 from toolkit.probes.alloc import measure_alloc_per_response
 from toolkit.runner.config import Cell, CompareConfig
 from toolkit.server.process import ServerOptions, ServerProcess, ServerStartError
@@ -67,19 +69,39 @@ class CellRunner:
         return self._client_call(run_driver, cfg.driver, url, requests=requests,
                                  connections=cfg.connections, streams=cfg.streams)
 
-    def timing_pass(self, cell: Cell, with_alloc_probe: bool) -> tuple[TimingSample, int | None]:
+    def start_timing_server(self, cell: Cell) -> ServerProcess:
+        """The cell's server for all its timing rounds: untraced, sampling its memory, warm
+        (code paths, the body buffer and HPACK tables exist before the first round)."""
         cfg = self.cfg
-        opts = self.options(cell, tls_probe=self.timing_tls_probe)
-        with self._server(opts) as srv:
-            url = f"{srv.url}/"
-            # Warm-up: code paths, the body buffer and hpack tables exist before "before".
-            self.load(url, max(cfg.warmup_requests, cfg.connections * cfg.streams))
+        opts = dataclasses.replace(self.options(cell, tls_probe=self.timing_tls_probe),
+                                   memory_sample_ms=cfg.memory_sample_ms)
+        srv = self._server(opts).start()
+        try:
+            self.load(f"{srv.url}/", max(cfg.warmup_requests, cfg.connections * cfg.streams))
+        except BaseException:
+            srv.stop()
+            srv.cleanup()
+            raise
+        return srv
+
+    def timing_round(self, cell: Cell, srv: ServerProcess, round_index: int,
+                     before: Snapshot | None = None) -> tuple[TimingSample, Snapshot]:
+        """One timing round of a cell on its server: snapshot, load, snapshot. ``before``:
+        the previous round's closing snapshot (the server was idle since), which saves a
+        snapshot per round; its CPU time is read again, next to the load."""
+        if before is None:
             before = take_snapshot(srv)
-            load = self.load(url, cfg.timing_requests(cell.body_bytes))
-            after = take_snapshot(srv, after_load=True)
-            alloc = (self._client_call(measure_alloc_per_response, srv.url, "/", samples=5)
-                     if with_alloc_probe else None)
-        return timing_sample(load, before, after), alloc
+        else:
+            before = dataclasses.replace(before, cpu_s=process_cpu_s(srv.server_pid))
+        started = datetime.now(UTC).isoformat(timespec="milliseconds")
+        load = self.load(f"{srv.url}/", self.cfg.timing_requests(cell.body_bytes))
+        after = take_snapshot(srv, after_load=True)
+        sample = timing_sample(load, before, after)
+        sample.round, sample.started = round_index, started
+        return sample, after
+
+    def alloc_probe(self, srv: ServerProcess) -> int:
+        return int(self._client_call(measure_alloc_per_response, srv.url, "/", samples=5))
 
     def counting_pass(self, cell: Cell) -> CountingSample:
         requests = self.cfg.strace_requests(cell.body_bytes)

@@ -47,7 +47,16 @@ class CompareConfig:
     counting_requests: int | None = None  # per counting run under strace
     connections: int = 4
     streams: int = 4
-    repeat: int = 2  # two timing runs per cell by default: a median, and a spread
+    # Timing rounds: None ("auto") runs rounds until every judged ratio's interval is
+    # within +-target_half_width, or until max_seconds; a number runs that many.
+    repeat: int | None = None
+    max_seconds: float = 170.0  # the whole comparison, counting runs included
+    min_rounds: int = 6  # the fewest whose order-statistic interval reaches 95%
+    max_rounds: int = 60
+    target_half_width: float = 0.05
+    noise_threshold: float = 0.05
+    memory_sample_ms: int = 250
+    round_bytes: int = 512 << 20  # body bytes per timing round, when --requests is not given
     driver: str = "auto"
     strace: bool = True
     alloc_probe: bool = True
@@ -83,8 +92,13 @@ class CompareConfig:
         if self.baseline not in self.strategies:
             raise UsageError(f"--baseline {self.baseline!r} is not among --strategies "
                              f"({','.join(self.strategies)})")
-        if self.repeat < 1 or self.connections < 1 or self.streams < 1:
+        if (self.repeat is not None and self.repeat < 1) or self.connections < 1 \
+                or self.streams < 1:
             raise UsageError("--repeat, --connections and --streams must be at least 1")
+        if not 1 <= self.max_seconds <= 7 * 86400:
+            raise UsageError("--max-seconds must be 1 .. 604800")
+        if not 0 < self.noise_threshold < 1:
+            raise UsageError("--noise-threshold must be between 0 and 1 (0.05: 5%)")
         for name in ("requests", "counting_requests"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -138,9 +152,9 @@ class CompareConfig:
     def timing_requests(self, body_bytes: int) -> int:
         if self.requests is not None:
             return self.requests
-        # About 768 MiB per run, within 300..3000 requests: about a second per run,
-        # steady enough to rank, short enough that the default comparison ends in ~a minute.
-        return max(300, min(3000, (768 << 20) // max(body_bytes, 1)))
+        # About 512 MiB per round, within 300..3000 requests: under a second per round
+        # here, long enough to average the fast noise, short enough for rounds to add up.
+        return max(300, min(3000, self.round_bytes // max(body_bytes, 1)))
 
     def strace_requests(self, body_bytes: int) -> int:
         if self.counting_requests is not None:
@@ -160,9 +174,13 @@ class CompareConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # The review's experiment: one large fixed body, h2c and h2, many requests, memory
     # before/after, req/s, latency, syscalls (HTTP.jl PR 1282 measured 100,000 requests).
+    # Each cell's server lives through all its rounds: 10 rounds of 10,000 requests are the
+    # review's 100,000 requests through one server, with memory sampled all along.
     "review": {"strategies": ["single", "split", "writev"], "transports": ["h2c", "h2"],
-               "body_sizes": [1 << 20], "requests": 100_000, "counting_requests": 400,
-               "connections": 4, "streams": 4, "repeat": 1},
+               "body_sizes": [1 << 20], "requests": 10_000, "counting_requests": 400,
+               "connections": 4, "streams": 4, "repeat": 10},
+    # A one-minute look: fewer requests per round and per counting run, a short budget.
+    "quick": {"max_seconds": 55.0, "counting_requests": 48, "round_bytes": 192 << 20},
 }
 
 

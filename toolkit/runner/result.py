@@ -12,6 +12,9 @@ from typing import Any
 from toolkit.measure.rows import ResultRow
 from toolkit.runner.config import CompareConfig
 
+CI_METHOD = ("exact order-statistic (binomial) 95% interval of the median of per-round "
+             "paired ratios")
+
 
 def collect_meta(cfg: CompareConfig, command: str) -> dict[str, Any]:
     import ssl
@@ -38,7 +41,12 @@ def collect_meta(cfg: CompareConfig, command: str) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "connections": cfg.connections,
         "streams": cfg.streams,
-        "repeat": cfg.repeat,
+        "repeat": "auto" if cfg.repeat is None else cfg.repeat,
+        "max_seconds": cfg.max_seconds if cfg.repeat is None else None,
+        "target_half_width": cfg.target_half_width,
+        # Verdicts: a ratio whose interval lies within +-noise_threshold of 1 is "same".
+        "noise_threshold": cfg.noise_threshold,
+        "ci_method": CI_METHOD,
         "strace": cfg.strace,
         "baseline": cfg.baseline,
         # Where the TLS records come from: "counting" (timing runs are probe-free) or

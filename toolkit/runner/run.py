@@ -1,11 +1,17 @@
-"""The comparison runner: cells measured in interleaved rounds, rows as each cell finishes.
+"""The comparison runner: counting runs, then interleaved timing rounds, then the verdicts.
 
-For every cell (strategy, transport, body size): timing runs, untraced, one fresh server
-process each, interleaved across cells and repeated (``repeat``) so that machine drift
-does not decide a ranking; an allocation probe; a counting run under real strace (its TLS
-servers count the records, which the timing servers then need not). See cells.py.
+1. A counting run per cell, under real strace (cells.py: ``counting_run``): write
+   syscalls, TLS records, the self-count check. A fixed cost, paid first.
+2. Each cell's timing server is started once and lives through all its rounds (untraced,
+   probe-free, sampling its memory): a round runs every cell once, in rotated order, so
+   round *i* of two cells ran side by side and their ratio is paired. Rounds go on until
+   every judged ratio's interval is within +-``target_half_width`` (at least
+   ``min_rounds``), or until the time budget would be overrun (``repeat`` = None), or
+   for a fixed number of rounds.
+3. The allocation probe and the memory series of each server; then the servers stop.
 
-Rows go to ``on_row`` as each cell finishes, so an interrupted run keeps what it measured.
+The rows (toolkit/measure/rows.py), judged against the baseline (measure/verdicts.py),
+go to ``on_update`` whenever they change, so an interrupted run keeps what it measured.
 """
 
 from __future__ import annotations
@@ -13,24 +19,173 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from toolkit.errors import WriteshapeError
-from toolkit.measure.rows import ResultRow, TimingSample, build_row
+from toolkit.measure.rows import CountingSample, ResultRow, TimingSample, build_row
+from toolkit.measure.snapshot import Snapshot
+from toolkit.measure.verdicts import judge, memory_summary, rounds_needed
 from toolkit.runner.cells import CellRunner
 from toolkit.runner.config import Cell, CompareConfig
 from toolkit.runner.result import CompareResult, collect_meta
+from toolkit.server.process import ServerProcess
 from toolkit.sizes import format_size
 
 ProgressFn = Callable[[str], None]
+UpdateFn = Callable[[list[ResultRow]], None]
+# Kept back from the budget, per cell, for the allocation probe and stopping its server.
+_FINISH_S_PER_CELL = 1.0
 
 
-def run_compare(cfg: CompareConfig, *, on_row: Callable[[ResultRow], None] | None = None,
+@dataclass
+class CellState:
+    cell: Cell
+    timing: list[TimingSample] = field(default_factory=list)
+    counting: CountingSample | None = None
+    alloc: int | None = None
+    memory: dict[str, Any] | None = None
+    error: str | None = None
+    server: ServerProcess | None = None
+    last_snapshot: Snapshot | None = None  # the server's state at the end of its last round
+
+
+def _describe(cell: Cell) -> str:
+    return f"{cell.label} {cell.transport} {format_size(cell.body_bytes)}"
+
+
+class Comparison:
+    """One comparison's state; :meth:`run` measures, :meth:`rows` reads it at any time."""
+
+    def __init__(self, cfg: CompareConfig, runner: CellRunner,
+                 on_update: UpdateFn | None = None, progress: ProgressFn | None = None) -> None:
+        self.cfg = cfg
+        self.runner = runner
+        self.cells = {c: CellState(c) for c in cfg.cells()}
+        self._on_update = on_update or (lambda rows: None)
+        self._say = progress or (lambda msg: None)
+        self.started = time.monotonic()
+        self.rounds_done = 0
+
+    def rows(self) -> list[ResultRow]:
+        cfg = self.cfg
+        rows = [build_row(strategy=s.cell.strategy, transport=s.cell.transport,
+                          body_bytes=s.cell.body_bytes, label=s.cell.label, driver=cfg.driver,
+                          timing=s.timing, counting=s.counting, alloc_bytes_per_response=s.alloc,
+                          threads=cfg.threads,
+                          tls_mode=cfg.tls_mode if s.cell.transport == "h2" else None,
+                          error=s.error)
+                for s in self.cells.values()]
+        for row, state in zip(rows, self.cells.values(), strict=True):
+            row.memory = state.memory
+        judge(rows, cfg.baseline, cfg.noise_threshold)
+        return rows
+
+    def _update(self) -> None:
+        self._on_update(self.rows())
+
+    def _alive(self) -> list[CellState]:
+        return [s for s in self.cells.values() if s.error is None]
+
+    def run(self) -> list[ResultRow]:
+        try:
+            if self.cfg.strace:
+                self._counting_runs()
+            self._start_servers()
+            self._rounds()
+            self._finish()
+        finally:
+            for state in self.cells.values():
+                self._stop(state)
+        rows = self.rows()
+        self._on_update(rows)
+        return rows
+
+    def _fail(self, state: CellState, message: str) -> None:
+        state.error = message
+        self._stop(state)
+
+    @staticmethod
+    def _stop(state: CellState) -> None:
+        if state.server is not None:
+            srv, state.server = state.server, None
+            srv.stop()
+            srv.cleanup()
+
+    def _counting_runs(self) -> None:
+        for state in self._alive():
+            self._say(f"counting {_describe(state.cell)} under strace")
+            try:
+                state.counting = self.runner.counting_pass(state.cell)
+            except WriteshapeError as exc:
+                state.error = f"counting run: {exc}"
+            self._update()
+
+    def _start_servers(self) -> None:
+        for state in self._alive():
+            self._say(f"starting {_describe(state.cell)}")
+            try:
+                state.server = self.runner.start_timing_server(state.cell)
+            except WriteshapeError as exc:
+                self._fail(state, f"timing server: {exc}")
+
+    def _rounds(self) -> None:
+        cfg = self.cfg
+        budget_end = self.started + cfg.max_seconds - _FINISH_S_PER_CELL * len(self.cells)
+        last_round_s = 0.0
+        while True:
+            fixed = cfg.repeat is not None
+            if fixed and self.rounds_done >= (cfg.repeat or 0):
+                return
+            if not fixed:
+                enough = self.rounds_done >= cfg.min_rounds and not rounds_needed(
+                    self.rows(), cfg.target_half_width)
+                out_of_time = time.monotonic() + last_round_s > budget_end
+                if enough or out_of_time or self.rounds_done >= cfg.max_rounds:
+                    return
+            alive = self._alive()
+            if not alive:
+                return
+            t0 = time.monotonic()
+            self._one_round(alive)
+            last_round_s = time.monotonic() - t0
+            self.rounds_done += 1
+            self._update()
+
+    def _one_round(self, alive: list[CellState]) -> None:
+        r = self.rounds_done
+        order = alive[r % len(alive):] + alive[:r % len(alive)]  # no cell always first
+        for state in order:
+            assert state.server is not None
+            self._say(f"round {r + 1}: {_describe(state.cell)}")
+            try:
+                sample, state.last_snapshot = self.runner.timing_round(
+                    state.cell, state.server, r, state.last_snapshot)
+                state.timing.append(sample)
+            except WriteshapeError as exc:
+                self._fail(state, f"timing round {r + 1}: {exc}")
+
+    def _finish(self) -> None:
+        for state in self._alive():
+            assert state.server is not None
+            self._say(f"allocation probe and memory of {_describe(state.cell)}")
+            try:
+                if self.cfg.memory_sample_ms:
+                    state.memory = memory_summary(state.server.memory_series())
+                if self.cfg.alloc_probe:
+                    state.alloc = self.runner.alloc_probe(state.server)
+            except WriteshapeError as exc:
+                self._fail(state, f"after the rounds: {exc}")
+            self._stop(state)
+
+
+def run_compare(cfg: CompareConfig, *, on_update: UpdateFn | None = None,
                 progress: ProgressFn | None = None) -> list[ResultRow]:
-    """Run the whole matrix; returns one row per cell (also passed to ``on_row``)."""
+    """Run the whole comparison; returns one row per cell (also passed to ``on_update``,
+    whole, each time a row changes)."""
     cfg.validate()
     with _lab(cfg) as lab:
-        return _run(cfg, CellRunner(cfg, lab), on_row, progress)
+        return Comparison(cfg, CellRunner(cfg, lab), on_update, progress).run()
 
 
 @contextlib.contextmanager
@@ -42,63 +197,6 @@ def _lab(cfg: CompareConfig) -> Iterator[Any]:
 
     with NetLab(mtu=cfg.mtu or 1500, rate=cfg.rate, delay_ms=cfg.delay_ms) as lab:
         yield lab
-
-
-def _describe(cell: Cell) -> str:
-    return f"{cell.label} {cell.transport} {format_size(cell.body_bytes)}"
-
-
-def _run(cfg: CompareConfig, runner: CellRunner, on_row: Callable[[ResultRow], None] | None,
-         progress: ProgressFn | None) -> list[ResultRow]:
-    cells = cfg.cells()
-    timing: dict[Cell, list[TimingSample]] = {c: [] for c in cells}
-    alloc: dict[Cell, int | None] = {}
-    errors: dict[Cell, str] = {}
-    rows: list[ResultRow] = []
-    say = progress or (lambda _msg: None)
-
-    def finish(cell: Cell) -> None:
-        counting = None
-        if cfg.strace and cell not in errors:
-            say(f"counting {_describe(cell)} under strace")
-            try:
-                counting = runner.counting_pass(cell)
-            except WriteshapeError as exc:
-                errors[cell] = f"counting pass: {exc}"
-        row = build_row(strategy=cell.strategy, transport=cell.transport,
-                        body_bytes=cell.body_bytes, label=cell.label, driver=cfg.driver,
-                        timing=timing[cell], counting=counting,
-                        alloc_bytes_per_response=alloc.get(cell), threads=cfg.threads,
-                        tls_mode=cfg.tls_mode if cell.transport == "h2" else None,
-                        error=errors.get(cell))
-        rows.append(row)
-        if on_row:
-            on_row(row)
-
-    for r in range(cfg.repeat):
-        # Rotate the order each repeat so no cell always runs first (or last).
-        order = cells[r % len(cells):] + cells[:r % len(cells)]
-        for cell in order:
-            if cell in errors:
-                continue
-            say(f"timing {_describe(cell)} (run {r + 1}/{cfg.repeat})")
-            try:
-                sample, a = runner.timing_pass(cell, with_alloc_probe=cfg.alloc_probe
-                                               and cell not in alloc)
-            except WriteshapeError as exc:
-                errors[cell] = str(exc)
-                continue
-            timing[cell].append(sample)
-            if a is not None:
-                alloc[cell] = a
-            if r == cfg.repeat - 1:
-                finish(cell)
-    for cell in cells:  # cells that failed early still get a row that says why
-        if cell in errors and not any(row.key == cell.key for row in rows):
-            finish(cell)
-    keys = [c.key for c in cells]
-    rows.sort(key=lambda row: keys.index(row.key))  # matrix order, not finishing order
-    return rows
 
 
 def compare(strategies: list[str] | None = None, transports: list[str] | None = None,

@@ -32,6 +32,8 @@ class ServerConfig:
     strategy_options: dict[str, Any] = field(default_factory=dict)
     tracemalloc: bool = False
     stats_json: str | None = None
+    # Memory over time (GET /mem/series): RSS and live heap every this many ms; 0: off.
+    memory_sample_ms: int = 0
     # Protection limits (defaults close to nghttp2's; docs/limits.md, toolkit/server/guard.py).
     max_concurrent_streams: int = 100
     max_header_list_bytes: int = 65536
@@ -69,6 +71,8 @@ class ServerConfig:
             raise UsageError(f"--port must be 0..65535, not {self.port}")
         if not 0 <= self.body_bytes <= MAX_BODY_BYTES:
             raise UsageError(f"--body-size must be 0..{MAX_BODY_BYTES} bytes (4GiB)")
+        if not 0 <= self.memory_sample_ms <= 3_600_000:
+            raise UsageError("--memory-sample-ms must be 0 (off) .. 3600000")
         if self.flush_bytes < 1:
             raise UsageError("--flush-bytes must be at least 1")
         if self.max_concurrent_streams < 1:

@@ -15,7 +15,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import os
+import threading
+import time
 import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -70,3 +74,52 @@ def memory_report(*, collect: bool = True, reset_peak: bool = False) -> dict[str
     if tracing and reset_peak:
         tracemalloc.reset_peak()
     return report
+
+
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes_now() -> int:
+    """RSS from /proc/self/statm: one read, no psutil object churn (the sampler's path)."""
+    with open("/proc/self/statm", "rb") as fh:
+        return int(fh.read().split()[1]) * _PAGE_BYTES
+
+
+class MemorySampler:
+    """Samples (seconds since start, RSS, live heap, responses served) every ``interval_s``
+    on a thread of its own, without collecting garbage: memory over time, to tell growth
+    with traffic from a plateau. Bounded: past ``max_samples`` every other sample is
+    dropped and the interval doubles, so a long run keeps an even, bounded series."""
+
+    def __init__(self, interval_s: float, responses: Callable[[], int],
+                 max_samples: int = 4096) -> None:
+        self.interval_s = interval_s
+        self._responses = responses
+        self._max = max_samples
+        self._lock = threading.Lock()
+        self._samples: list[tuple[float, int, int | None, int]] = []
+        self._stop = threading.Event()
+        self._t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            heap = malloc_stats()
+            sample = (round(time.monotonic() - self._t0, 3), rss_bytes_now(),
+                      heap[0] if heap else None, self._responses())
+            with self._lock:
+                self._samples.append(sample)
+                if len(self._samples) > self._max:
+                    del self._samples[::2]
+                    self.interval_s *= 2
+
+    def series(self) -> dict[str, Any]:
+        with self._lock:
+            samples = list(self._samples)
+        return {"interval_s": self.interval_s,
+                "fields": ["s", "rss_bytes", "live_heap_bytes", "responses"],
+                "samples": samples}
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -75,6 +75,7 @@ class ServerOptions:
     flush_bytes: int | None = None
     # The strategy's own options by keyword (toolkit.strategies declares their flags).
     strategy_options: Mapping[str, Any] = field(default_factory=dict)
+    memory_sample_ms: int = 0
     host: str = "127.0.0.1"
     port: int = 0
     extra_args: Sequence[str] = field(default_factory=tuple)
@@ -93,6 +94,8 @@ class ServerOptions:
             args += ["--max-frame-size", str(self.max_frame_bytes)]
         if self.flush_bytes:
             args += ["--flush-bytes", str(self.flush_bytes)]
+        if self.memory_sample_ms:
+            args += ["--memory-sample-ms", str(self.memory_sample_ms)]
         options = all_options()
         for name, value in self.strategy_options.items():
             args += options[name].argv(value)
@@ -221,6 +224,10 @@ class ServerProcess:
 
     def mem(self, query: str = "") -> dict[str, Any]:
         return self.get_json("/mem" + (f"?{query}" if query else ""))
+
+    def memory_series(self) -> dict[str, Any]:
+        """The server's memory samples (serve --memory-sample-ms)."""
+        return self.get_json("/mem/series")
 
     def _close_control(self) -> None:
         if self._control is not None:

@@ -1,4 +1,5 @@
-"""The server's endpoints: `/` and `/bytes/N` (pattern bodies), `/mem` and `/stats` (JSON).
+"""The server's endpoints: `/` and `/bytes/N` (pattern bodies), `/mem`, `/mem/series` and
+`/stats` (JSON).
 
 Pure routing: a request target in, (status, body view, content type) out. What `/mem`
 and `/stats` report comes from callables the shell hands in, so the protocol core that
@@ -34,12 +35,14 @@ class Router:
 
     def __init__(self, bodies: BodyStore, default_body_bytes: int, max_bytes_endpoint: int,
                  mem: Callable[[dict[str, list[str]]], dict[str, Any]],
-                 stats: Callable[[], dict[str, Any]]) -> None:
+                 stats: Callable[[], dict[str, Any]],
+                 series: Callable[[], dict[str, Any] | None] = lambda: None) -> None:
         self.bodies = bodies
         self.default_body = bodies.view(default_body_bytes)
         self.max_bytes_endpoint = max_bytes_endpoint
         self._mem = mem
         self._stats = stats
+        self._series = series
 
     def __call__(self, method: bytes, target: str) -> Answer:
         if method not in (b"GET", b"HEAD"):
@@ -58,6 +61,11 @@ class Router:
             return Answer(200, self.bodies.view(int(text)), OCTETS)
         if path == "/mem":
             return Answer(200, memoryview(json.dumps(self._mem(parse_qs(query))).encode()), JSON)
+        if path == "/mem/series":
+            series = self._series()
+            if series is None:
+                return _text(404, "memory sampling is off (serve --memory-sample-ms N)\n")
+            return Answer(200, memoryview(json.dumps(series).encode()), JSON)
         if path == "/stats":
             return Answer(200, memoryview(json.dumps(self._stats()).encode()), JSON)
         return _text(404, "not found\n")

@@ -24,7 +24,7 @@ from toolkit.errors import UsageError, WriteshapeError
 from toolkit.protocol.body import BodyStore
 from toolkit.server.config import ServerConfig
 from toolkit.server.connection import RECV_BYTES, Connection
-from toolkit.server.memory import memory_report
+from toolkit.server.memory import MemorySampler, memory_report
 from toolkit.server.routes import Router
 from toolkit.server.stats import ServerStats
 from toolkit.server.tcp_reader import ClosingSocketReader
@@ -43,8 +43,12 @@ class Server:
         except MemoryError:
             raise WriteshapeError(f"cannot allocate a body of {cfg.body_bytes} bytes: "
                                   "not enough memory (pick a smaller --body-size)") from None
+        self.sampler = (MemorySampler(cfg.memory_sample_ms / 1000,
+                                      lambda: self.stats.protocol.responses)
+                        if cfg.memory_sample_ms else None)
         self.router = Router(bodies, cfg.body_bytes, cfg.max_bytes_endpoint,
-                             mem=self._mem, stats=self.stats_dict)
+                             mem=self._mem, stats=self.stats_dict,
+                             series=self.sampler.series if self.sampler else lambda: None)
         self.connections: set[Connection] = set()
         self.ssl_context: ssl.SSLContext | None = None
         self.cert_bundle: Any = None
@@ -146,6 +150,8 @@ class Server:
         for conn in list(self.connections):
             conn.shutdown()
         self.tcp_reader.stop()  # the last connections' counters belong in the final stats
+        if self.sampler is not None:
+            self.sampler.stop()
         if self.cfg.stats_json:
             with open(self.cfg.stats_json, "w") as fh:
                 json.dump(self.stats_dict(), fh)

@@ -1,0 +1,127 @@
+"""Rows judged against their baseline: paired ratios, intervals, verdicts, spread, memory.
+
+Pure: rows with their ``rounds`` in, the same rows with ``ratios``, ``verdicts``, ``cv``,
+``memory`` and ``warnings`` filled. The statistics are in toolkit/measure/stats.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from toolkit.measure.rows import FIGURES, ResultRow
+from toolkit.measure.stats import (
+    Interval,
+    coefficient_of_variation,
+    median_interval,
+    paired_ratios,
+    theil_sen,
+    verdict,
+)
+
+# The figures a comparison judges (contract: ROW.ratios), each with its direction.
+JUDGED = ("req_per_s", "latency_ms_p99", "cpu_s_per_request")
+SPREAD = ("req_per_s", "mbytes_per_s", "latency_ms_p99", "cpu_s_per_request")
+NOISY_CV = 0.10  # pyperf warns when the standard deviation is >= 10% of the mean
+# Default noise threshold: A/A comparisons on the 2-core development machine (README,
+# "Noise") put paired ratios of one strategy against itself within it.
+NOISE_THRESHOLD = 0.05
+# Memory "grows" when the whole interval of its slope is above this many bytes per 1,000
+# requests (one 4 KiB page per 1,000 requests: below what an allocator's steps show).
+GROWTH_BYTES_PER_KREQUEST = 4096
+
+
+def baseline_row(rows: Sequence[ResultRow], row: ResultRow, baseline: str) -> ResultRow | None:
+    for other in rows:
+        if (other.label, other.transport, other.body_bytes) == (
+                baseline, row.transport, row.body_bytes):
+            return other
+    return None
+
+
+def _by_round(row: ResultRow, name: str) -> dict[int, float | None]:
+    return {r["round"]: r.get(name) for r in row.rounds}
+
+
+def ratio_interval(row: ResultRow, base: ResultRow, name: str) -> Interval | None:
+    """The paired ratio row/base of figure ``name`` over the rounds both ran."""
+    mine, theirs = _by_round(row, name), _by_round(base, name)
+    common = sorted(set(mine) & set(theirs))
+    return median_interval(paired_ratios([mine[r] for r in common],
+                                         [theirs[r] for r in common]))
+
+
+def judge(rows: Sequence[ResultRow], baseline: str, threshold: float = NOISE_THRESHOLD
+          ) -> None:
+    """Fill each row's ratios and verdicts against the baseline row of its transport and
+    body size (the baseline's own stay None), its spread and its warnings."""
+    for row in rows:
+        row.cv = {name: coefficient_of_variation([r.get(name) for r in row.rounds])
+                  for name in SPREAD}
+        row.warnings = spread_warnings(row)
+        base = baseline_row(rows, row, baseline)
+        if base is None or base is row:
+            row.ratios = row.verdicts = None
+            continue
+        ratios: dict[str, dict[str, float]] = {}
+        verdicts: dict[str, str] = {}
+        for name in JUDGED:
+            interval = ratio_interval(row, base, name)
+            if interval is not None:
+                ratios[name] = interval.to_dict()
+            verdicts[name] = verdict(interval, threshold=threshold,
+                                     higher_is_better=FIGURES[name].better == "higher")
+        row.ratios, row.verdicts = ratios, verdicts
+
+
+def spread_warnings(row: ResultRow) -> list[str]:
+    """One line per noisy figure, naming what to suspect and the flag that helps."""
+    cv = row.cv.get("req_per_s")
+    if cv is None or cv < NOISY_CV:
+        return []
+    runs = [r.get("requests") or 0 for r in row.rounds]
+    few = bool(runs) and min(runs) < 1000
+    cause = ("too few requests per round (raise --requests)" if few else
+             "a busy machine (stop other work, or add rounds: --max-seconds)")
+    return [f"{row.label} {row.transport}: req/s varies by {cv:.0%} between rounds; "
+            f"suspect {cause}"]
+
+
+def rounds_needed(rows: Sequence[ResultRow], target_half_width: float) -> bool:
+    """True while some judged ratio's interval is wider than +-target (or not yet 95%)."""
+    for row in rows:
+        if row.ratios is None:
+            continue
+        for name in JUDGED:
+            r = row.ratios.get(name)
+            if r is None:
+                continue
+            interval = Interval(r["median"], r["ci_low"], r["ci_high"], r["confidence"],
+                                int(r["n"]))
+            if interval.confidence < 0.95 or interval.half_width > target_half_width:
+                return True
+    return False
+
+
+def memory_summary(series: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Slopes of RSS and live heap against requests served (bytes per 1,000 requests), with
+    their intervals, a verdict, and the series itself as [s, rss_bytes, heap_bytes]."""
+    if not series or not series.get("samples"):
+        return None
+    samples = series["samples"]
+    krequests = [s[3] / 1000 for s in samples]
+    rss = theil_sen(krequests, [s[1] for s in samples])
+    heaps = [s[2] for s in samples]
+    heap = theil_sen(krequests, heaps) if all(h is not None for h in heaps) else None
+    slopes = [s for s in (rss, heap) if s is not None]
+    # Either kind of growth counts: RSS alone misses a heap that grows into freed pages,
+    # the heap alone misses arenas that never give memory back (the review saw both).
+    grows = None if not slopes else any(s.ci_low > GROWTH_BYTES_PER_KREQUEST for s in slopes)
+    return {
+        "rss_slope_bytes_per_krequest": rss.to_dict() if rss else None,
+        "heap_slope_bytes_per_krequest": heap.to_dict() if heap else None,
+        "verdict": None if grows is None else ("grows" if grows else "flat"),
+        "series": [[s[0], s[1], s[2]] for s in samples],
+        "responses": [s[3] for s in samples],
+        "interval_s": series.get("interval_s"),
+    }
