@@ -176,6 +176,7 @@ class Batch:
         self.streams = streams
         self.timeout_s = timeout_s
         self.results: list[LoadSummary] = []
+        self.round_cpu_s: list[float | None] = []  # the server's CPU time of each round
         if warmup:
             self._run()
         from toolkit.measure.snapshot import take_snapshot
@@ -183,9 +184,25 @@ class Batch:
         self.baseline: Snapshot = take_snapshot(server.process)
 
     def __call__(self) -> LoadSummary:
+        from toolkit.measure.snapshot import process_cpu_s
+
+        pid = self.server.process.server_pid
+        cpu0 = process_cpu_s(pid)
         result = self._run()
+        cpu1 = process_cpu_s(pid)
         self.results.append(result)
+        self.round_cpu_s.append(None if cpu0 is None or cpu1 is None else cpu1 - cpu0)
         return result
+
+    def rounds(self) -> list[dict[str, Any]]:
+        """Each benchmark round's figures, as a compare row's ``rounds``."""
+        return [{"round": i, "requests": r.requests, "req_per_s": r.req_per_s,
+                 "mbytes_per_s": r.mbytes_per_s, "latency_ms_p50": r.latency_ms_p50,
+                 "latency_ms_p99": r.latency_ms_p99,
+                 "cpu_s_per_request": cpu / r.requests if cpu is not None and r.requests
+                 else None}
+                for i, (r, cpu) in enumerate(zip(self.results, self.round_cpu_s,
+                                                 strict=True))]
 
     def _run(self) -> LoadSummary:
         from toolkit.clients.builtin import LoadConfig, run_load_async
@@ -274,12 +291,37 @@ def _rounds_summary(batch: Batch) -> LoadSummary:
         latency_ms_p99=med("latency_ms_p99"), latency_ms_max=med("latency_ms_max"))
 
 
+def verdict_figures(batch: Batch, baseline: Batch | None = None) -> dict[str, Any]:
+    """The rounds, each judged figure's median with its 95% interval, the spread; and,
+    against a ``baseline`` batch whose rounds ran interleaved with these (round i of both
+    side by side), the paired ratios and verdicts, as compare gives them."""
+    from toolkit.measure.rows import ResultRow
+    from toolkit.measure.stats import median_interval
+    from toolkit.measure.verdicts import JUDGED, judge
+
+    def row(b: Batch, label: str) -> ResultRow:
+        return ResultRow(strategy=b.server.strategy, transport=b.server.transport,
+                         body_bytes=b.server.body_bytes, label=label, rounds=b.rounds())
+
+    mine = row(batch, "this")
+    rows = [mine] + ([row(baseline, "baseline")] if baseline is not None else [])
+    judge(rows, "baseline")
+    intervals = {}
+    for name in JUDGED:
+        interval = median_interval([r[name] for r in mine.rounds if r[name] is not None])
+        intervals[name] = None if interval is None else interval.to_dict()
+    return {"rounds": mine.rounds, "intervals": intervals, "cv": mine.cv,
+            "ratios": mine.ratios, "verdicts": mine.verdicts}
+
+
 def measure_figures(batch: Batch, *, strace: bool = True, alloc: bool = True,
-                    counting_requests: int | None = None) -> dict[str, Any]:
+                    counting_requests: int | None = None,
+                    baseline: Batch | None = None) -> dict[str, Any]:
     """The figures of the batch's configuration, named as in the compare JSON rows.
 
     Call it after the benchmark rounds: counters are read as deltas since the batch was
     created (warm-up excluded), then the allocation probe and the counting run follow.
+    With ``baseline`` (a batch run interleaved with this one), ratios and verdicts too.
     """
     from toolkit.measure.rows import timing_figures
     from toolkit.measure.snapshot import take_snapshot, timing_sample
@@ -307,6 +349,7 @@ def measure_figures(batch: Batch, *, strace: bool = True, alloc: bool = True,
         "bytes_per_write_syscall": None,
         "syscalls": None,
         "self_count_matches_strace": None,
+        **verdict_figures(batch, baseline),
     }
     if alloc:
         from toolkit.probes.alloc import measure_alloc_per_response
@@ -323,19 +366,23 @@ def measure_figures(batch: Batch, *, strace: bool = True, alloc: bool = True,
 @pytest.fixture
 def writeshape_figures(request: pytest.FixtureRequest) -> Callable[..., dict[str, Any]]:
     """``writeshape_figures(benchmark, batch)``: measure the batch's configuration and put
-    the figures in ``benchmark.extra_info`` (so in ``--benchmark-json``); returns them.
+    the figures in ``benchmark.extra_info`` (so in ``--benchmark-json``); returns them:
+    the compare row's figures, every round, each judged figure's median and 95% interval
+    (``intervals``), and with ``baseline=other_batch`` (rounds run interleaved) the paired
+    ``ratios`` and ``verdicts``.
 
     ``--writeshape-no-strace`` / ``--writeshape-no-alloc`` leave those figures null;
     ``strace=`` / ``alloc=`` override per call."""
     config = request.config
 
     def measure(benchmark: Any, batch: Batch, *, strace: bool | None = None,
-                alloc: bool | None = None) -> dict[str, Any]:
+                alloc: bool | None = None, baseline: Batch | None = None) -> dict[str, Any]:
         figures = measure_figures(
             batch,
             strace=not config.getoption("writeshape_no_strace") if strace is None else strace,
             alloc=not config.getoption("writeshape_no_alloc") if alloc is None else alloc,
-            counting_requests=config.getoption("writeshape_counting_requests"))
+            counting_requests=config.getoption("writeshape_counting_requests"),
+            baseline=baseline)
         if benchmark is not None:
             benchmark.extra_info.update(figures)
         return figures

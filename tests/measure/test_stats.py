@@ -167,10 +167,13 @@ def test_judge_pairs_each_row_with_its_baseline_by_round() -> None:
 
 def test_memory_summary_from_a_server_series() -> None:
     samples = [[i * 0.25, 40_000_000 + 300 * i * 1000, 9_000_000, i * 1000] for i in range(40)]
+    # Idle samples (no response since the previous one) take over once there are enough.
+    samples = [s for s in samples for _ in range(2)]
     mem = memory_summary({"interval_s": 0.25, "samples": samples})
     assert mem is not None and mem["verdict"] == "grows"
     assert mem["rss_slope_bytes_per_krequest"]["median"] == pytest.approx(300_000)
-    assert mem["series"][1] == [0.25, 40_300_000, 9_000_000]
+    assert mem["series"][2] == [0.25, 40_300_000, 9_000_000]
+    assert mem["slope_from"] == "idle samples"
     flat = memory_summary({"samples": [[i, 40_000_000, 9_000_000, i * 1000]
                                        for i in range(40)]})
     assert flat is not None and flat["verdict"] == "flat"

@@ -34,7 +34,7 @@ def review_json(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare") / "results.json"
     proc = _writeshape("compare", "--strategies", "single,split,writev", "--transports",
                        "h2c,h2", "--body-sizes", "1MiB", "--requests", "120",
-                       "--counting-requests", "24", "--json", str(out),
+                       "--counting-requests", "24", "--repeat", "6", "--json", str(out),
                        "--csv", str(out.with_suffix(".csv")),
                        "--markdown", str(out.with_suffix(".md")))
     assert proc.returncode == 0, proc.stderr
@@ -56,9 +56,29 @@ def test_json_has_the_contract_fields(review_json):
     for row in data["results"]:
         for name in CONTRACT_ROW_FIELDS:
             assert name in row, name
-        assert row["failures"] == 0 and row["requests"] >= 120
+        assert row["failures"] == 0 and row["requests"] == 6 * 120
         assert row["self_count_matches_strace"] is True
         assert row["req_per_s"] > 0 and row["latency_ms_p99"] >= row["latency_ms_p50"] > 0
+        # Every round kept, as the contract names its fields.
+        assert [r["round"] for r in row["rounds"]] == list(range(6))
+        for rnd in row["rounds"]:
+            for key in ("started", "req_per_s", "mbytes_per_s", "latency_ms_p50",
+                        "latency_ms_p99", "cpu_s_per_request", "rss_delta_bytes",
+                        "live_heap_delta_bytes"):
+                assert key in rnd, key
+        assert row["label"] == row["strategy"] and row["server"] == "writeshape"
+        assert set(row["cv"]) >= {"req_per_s"}
+        mem = row["memory"]
+        assert mem["verdict"] in ("grows", "flat") and mem["series"]
+        assert len(mem["series"][0]) == 3 and "median" in mem["rss_slope_bytes_per_krequest"]
+        if row["strategy"] == "single":  # the baseline
+            assert row["ratios"] is None and row["verdicts"] is None
+        else:
+            assert set(row["ratios"]) == set(row["verdicts"]) == {
+                "req_per_s", "latency_ms_p99", "cpu_s_per_request"}
+            r = row["ratios"]["req_per_s"]
+            assert r["ci_low"] <= r["median"] <= r["ci_high"]
+    assert meta["noise_threshold"] == 0.05 and "order-statistic" in meta["ci_method"]
 
 
 def test_the_review_question_is_answered(review_json):
@@ -94,10 +114,25 @@ def test_csv_markdown_and_report_redraw(review_json):
     assert "req/s" in stdout and "writes/resp" in stdout
     csv_text = out.with_suffix(".csv").read_text()
     assert csv_text.splitlines()[0].startswith("strategy,transport,body_bytes")
-    assert len(csv_text.splitlines()) == 7
+    assert len(csv_text.splitlines()) == 7  # nested figures flattened, lists as JSON
     assert "| h2c | 1MiB | single |" in out.with_suffix(".md").read_text()
     report = _writeshape("report", str(out))
     assert report.returncode == 0 and "split" in report.stdout and "writes/resp" in report.stdout
+    assert "[95% CI]" in report.stdout
+
+
+def test_report_plot_draws_the_intervals_and_memory(review_json, tmp_path):
+    out, _, _ = review_json
+    png = tmp_path / "verdicts.png"
+    proc = _writeshape("report", str(out), "--plot", str(png))
+    assert proc.returncode == 0, proc.stderr
+    from matplotlib import image
+
+    pixels = image.imread(str(png))
+    assert pixels.shape[0] > 500 and pixels.shape[1] > 500
+    # Not blank: many distinct colours (points, error bars, bands, series lines).
+    flat = pixels.reshape(-1, pixels.shape[-1])
+    assert len({tuple(round(float(c), 2) for c in px) for px in flat[::97]}) > 20
 
 
 def test_report_rejects_a_file_that_is_not_results(tmp_path):
@@ -113,7 +148,8 @@ def test_python_api_returns_rows_and_a_dataframe():
     from toolkit.runner import compare
 
     result = compare(strategies=["split", "writev"], transports=["h2c"], body_sizes=["64KiB"],
-                     requests=60, counting_requests=8, strace=True, alloc_probe=False)
+                     requests=60, counting_requests=8, repeat=2, strace=True,
+                     alloc_probe=False)
     df = result.to_pandas()
     assert list(df["strategy"]) == ["split", "writev"]
     assert (df["failures"] == 0).all()
@@ -139,26 +175,26 @@ def test_interrupted_compare_keeps_finished_cells_and_leaves_no_process(tmp_path
     proc = subprocess.Popen(
         [sys.executable, "-m", "toolkit", "compare", "--strategies", "single,split,writev,cork",
          "--transports", "h2c", "--body-sizes", "64KiB,256KiB", "--requests", "200",
-         "--counting-requests", "16", "--json", str(out)],
+         "--counting-requests", "16", "--repeat", "20", "--json", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, WRITESHAPE_TEST_TAG=tag))
     deadline = time.monotonic() + 180
     rows = 0
     while time.monotonic() < deadline and proc.poll() is None:
         if out.exists():
-            rows = len(json.loads(out.read_text())["results"])
+            rows = sum(1 for r in json.loads(out.read_text())["results"] if r["rounds"])
             if rows >= 2:
                 break
         time.sleep(0.2)
-    assert rows >= 2, "no cell finished"
+    assert rows >= 2, "no round finished"
     assert len(_tagged_processes(tag)) >= 2  # the detector sees compare and its server
     os.kill(proc.pid, sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     data = json.loads(out.read_text())
-    assert len(data["results"]) >= rows
-    assert all(r["failures"] == 0 for r in data["results"])
+    assert sum(1 for r in data["results"] if r["rounds"]) >= rows
+    assert all(not r["failures"] for r in data["results"])
     time.sleep(0.5)
     left = _tagged_processes(tag)  # servers, strace, h2load: all inherit the tag
     assert not left, [p.cmdline() for p in left]

@@ -52,7 +52,7 @@ def test_a_server_killed_mid_run_fails_its_cell_and_the_others_still_run(tmp_pat
     killer.start()
     proc = _compare("--strategies", "single,split,writev", "--transports", "h2c",
                     "--body-sizes", "256KiB", "--requests", "3000", "--counting-requests",
-                    "16", "--no-alloc", "--driver", "builtin", "--json", str(out))
+                    "16", "--repeat", "3", "--no-alloc", "--driver", "builtin", "--json", str(out))
     killer.join()
     assert killed, "no split server was seen"
     assert proc.returncode == 1, proc.stderr  # a cell failed: not a clean exit
@@ -69,13 +69,13 @@ def test_a_server_killed_mid_run_fails_its_cell_and_the_others_still_run(tmp_pat
 def test_review_preset_sets_the_experiment_and_accepts_overrides(tmp_path):
     out = tmp_path / "review.json"
     proc = _compare("--preset", "review", "--requests", "64", "--counting-requests", "8",
-                    "--no-alloc", "--json", str(out))
+                    "--repeat", "2", "--no-alloc", "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     cells = {(r["strategy"], r["transport"], r["body_bytes"]) for r in data["results"]}
     assert cells == {(s, t, 1 << 20) for s in ("single", "split", "writev")
                      for t in ("h2c", "h2")}
-    assert all(r["requests"] == 64 for r in data["results"])
+    assert all(r["requests"] == 2 * 64 and len(r["rounds"]) == 2 for r in data["results"])
     assert "--preset review" in data["meta"]["command"]
 
 
@@ -99,8 +99,8 @@ def test_netns_compare_counts_segments_per_strategy_and_leaves_nothing(tmp_path)
     out = tmp_path / "netns.json"
     proc = _compare("--netns", "--mtu", "1500", "--rate", "2gbit", "--strategies", "split,cork",
                     "--transports", "h2c", "--body-sizes", "64KiB", "--requests", "300",
-                    "--counting-requests", "16", "--no-alloc", "--driver", "builtin",
-                    "--json", str(out))
+                    "--counting-requests", "16", "--repeat", "2", "--no-alloc", "--driver",
+                    "builtin", "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     rows = {r["strategy"]: r for r in json.loads(out.read_text())["results"]}
     assert json.loads(out.read_text())["meta"]["netns"] is True
@@ -117,7 +117,8 @@ def test_netns_compare_counts_segments_per_strategy_and_leaves_nothing(tmp_path)
 
 def test_netns_delay_without_netem_is_a_clear_error():
     proc = _compare("--netns", "--delay-ms", "5", "--strategies", "split", "--transports",
-                    "h2c", "--body-sizes", "16KiB", "--requests", "50", timeout=120)
+                    "h2c", "--body-sizes", "16KiB", "--requests", "50", "--repeat", "1",
+                    timeout=120)
     if proc.returncode == 0:  # a kernel with sch_netem: the delay simply works
         return
     assert proc.returncode == 2, proc.stderr
@@ -129,7 +130,7 @@ def test_loopback_split_sends_more_segments_than_cork():
     from toolkit.runner import compare
 
     result = compare(strategies=["split", "cork"], transports=["h2c"], body_sizes=["64KiB"],
-                     requests=300, strace=False, alloc_probe=False, driver="builtin")
+                     requests=300, repeat=2, strace=False, alloc_probe=False, driver="builtin")
     segs = {r.strategy: r.tcp_data_segments_per_response for r in result.rows}
     for r in result.rows:  # the same bytes either way: the body and its frame headers
         assert r.tcp_bytes_per_response is not None

@@ -66,7 +66,7 @@ def test_compare_notebook_plots_a_saved_compare_json(tmp_path: Path,
     results = tmp_path / "results.json"
     subprocess.run([sys.executable, "-m", "toolkit", "compare", "--strategies", "single,writev",
                     "--transports", "h2c", "--body-sizes", "16KiB,64KiB", "--requests", "32",
-                    "--no-strace", "--json", str(results)],
+                    "--repeat", "2", "--no-strace", "--json", str(results)],
                    check=True, capture_output=True, timeout=300)
     monkeypatch.setenv("WRITESHAPE_RESULTS", str(results))
     nb = _execute(NOTEBOOK_DIR / "compare_strategies.ipynb", tmp_path)

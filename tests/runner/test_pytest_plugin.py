@@ -143,3 +143,37 @@ def test_a_round_with_failed_requests_raises(writeshape_server, writeshape_batch
 def test_bad_server_arguments_say_what_to_use(args: tuple[str, str], message: str) -> None:
     with pytest.raises(UsageError, match=message):
         start_server(*args)
+
+
+VERDICT_FILE = """
+def test_split_against_single(benchmark, writeshape_server, writeshape_batch,
+                              writeshape_figures):
+    single = writeshape_batch(writeshape_server("single", "h2c", body_bytes="1MiB"),
+                              requests=64, connections=2, streams=4)
+    split = writeshape_batch(writeshape_server("split", "h2c", body_bytes="1MiB"),
+                             requests=64, connections=2, streams=4)
+
+    def both():  # interleaved: round i of each ran side by side
+        single()
+        split()
+
+    benchmark.pedantic(both, rounds=8)
+    figures = writeshape_figures(benchmark, split, baseline=single, strace=False,
+                                 alloc=False)
+    assert len(figures["rounds"]) == 8
+"""
+
+
+def test_figures_carry_intervals_and_verdicts_against_a_baseline_batch(
+        pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_verdict=VERDICT_FILE)
+    result, info = _run_json(pytester)
+    result.assert_outcomes(passed=1)
+    (figures,) = info.values()
+    interval = figures["intervals"]["req_per_s"]
+    assert interval["ci_low"] <= interval["median"] <= interval["ci_high"]
+    assert interval["n"] == 8 and interval["confidence"] >= 0.95
+    # split writes 128 times per 1 MiB response where single writes once: well below it.
+    assert figures["verdicts"]["req_per_s"] == "worse", figures["ratios"]
+    assert figures["ratios"]["req_per_s"]["ci_high"] < 1
+    assert figures["verdicts"]["cpu_s_per_request"] == "worse"

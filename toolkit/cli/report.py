@@ -17,6 +17,9 @@ def report(
     baseline: Annotated[str, typer.Option(help="strategy the ratios are against")] = "single",
     markdown: Annotated[Path | None, typer.Option(
         "--markdown", help="write the Markdown table to this file (- for stdout)")] = None,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="draw the ratios with their intervals and memory over time (PNG)")
+    ] = None,
 ) -> None:
     """Redraw the comparison table from a results JSON file."""
     from toolkit.reports.files import load_results, results_markdown, write_atomically
@@ -26,7 +29,12 @@ def report(
     to_stdout = markdown is not None and str(markdown) == "-"
     if markdown is not None and not to_stdout:
         check_writable(markdown, "--markdown")
+    check_writable(plot, "--plot")
     result = load_results(str(results))
+    if plot is not None:
+        from toolkit.reports.plot import plot_result
+
+        plot_result(result, str(plot))
     if to_stdout:
         print(results_markdown(result, baseline=baseline), end="")
         return

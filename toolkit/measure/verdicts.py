@@ -6,6 +6,7 @@ Pure: rows with their ``rounds`` in, the same rows with ``ratios``, ``verdicts``
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,8 +28,12 @@ NOISY_CV = 0.10  # pyperf warns when the standard deviation is >= 10% of the mea
 # "Noise") put paired ratios of one strategy against itself within it.
 NOISE_THRESHOLD = 0.05
 # Memory "grows" when the whole interval of its slope is above this many bytes per 1,000
-# requests (one 4 KiB page per 1,000 requests: below what an allocator's steps show).
-GROWTH_BYTES_PER_KREQUEST = 4096
+# requests (64 bytes a request; the review's leak was 280 KB per 1,000). Measured here
+# (idle samples): --threads servers (1 MiB, h2c, 20,000 requests) single 181 KiB/1k
+# [138-204], writev 9 KiB/1k [8.5-10]; the default comparison's servers 2-13 KiB/1k on
+# h2c and 23-29 KiB/1k on h2 (new TLS connections every round: the session cache).
+GROWTH_BYTES_PER_KREQUEST = 64 << 10
+_MIN_IDLE_SAMPLES = 10
 
 
 def baseline_row(rows: Sequence[ResultRow], row: ResultRow, baseline: str) -> ResultRow | None:
@@ -109,9 +114,14 @@ def memory_summary(series: dict[str, Any] | None) -> dict[str, Any] | None:
     if not series or not series.get("samples"):
         return None
     samples = series["samples"]
-    krequests = [s[3] / 1000 for s in samples]
-    rss = theil_sen(krequests, [s[1] for s in samples])
-    heaps = [s[2] for s in samples]
+    # The slope is taken over the samples where the server was idle (no response since the
+    # previous sample): between rounds, what it keeps; during a round RSS also holds the
+    # transient buffers of the responses in flight, which is noise for this question.
+    idle = [s for prev, s in itertools.pairwise(samples) if s[3] == prev[3]]
+    fit = idle if len(idle) >= _MIN_IDLE_SAMPLES else samples
+    krequests = [s[3] / 1000 for s in fit]
+    rss = theil_sen(krequests, [s[1] for s in fit])
+    heaps = [s[2] for s in fit]
     heap = theil_sen(krequests, heaps) if all(h is not None for h in heaps) else None
     slopes = [s for s in (rss, heap) if s is not None]
     # Either kind of growth counts: RSS alone misses a heap that grows into freed pages,
@@ -124,4 +134,5 @@ def memory_summary(series: dict[str, Any] | None) -> dict[str, Any] | None:
         "series": [[s[0], s[1], s[2]] for s in samples],
         "responses": [s[3] for s in samples],
         "interval_s": series.get("interval_s"),
+        "slope_from": "idle samples" if fit is idle else "all samples",
     }

@@ -45,7 +45,8 @@ class CellState:
     counting: CountingSample | None = None
     alloc: int | None = None
     memory: dict[str, Any] | None = None
-    error: str | None = None
+    error: str | None = None  # the cell could not be timed: no more rounds for it
+    counting_error: str | None = None  # the counting run failed; the timing rounds go on
     server: ServerProcess | None = None
     last_snapshot: Snapshot | None = None  # the server's state at the end of its last round
 
@@ -74,7 +75,7 @@ class Comparison:
                           timing=s.timing, counting=s.counting, alloc_bytes_per_response=s.alloc,
                           threads=cfg.threads,
                           tls_mode=cfg.tls_mode if s.cell.transport == "h2" else None,
-                          error=s.error)
+                          error=s.error or s.counting_error)
                 for s in self.cells.values()]
         for row, state in zip(rows, self.cells.values(), strict=True):
             row.memory = state.memory
@@ -118,7 +119,7 @@ class Comparison:
             try:
                 state.counting = self.runner.counting_pass(state.cell)
             except WriteshapeError as exc:
-                state.error = f"counting run: {exc}"
+                state.counting_error = f"counting run: {exc}"
             self._update()
 
     def _start_servers(self) -> None:
