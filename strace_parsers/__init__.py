@@ -1,5 +1,8 @@
 """A complete, fast, streaming parser of real strace output (strace 5.x/6.x).
 
+Errors derive from StraceError (strace_parsers.errors); this package imports nothing from
+the toolkit that uses it.
+
     from strace_parsers import iter_events, summarize_paths
     summary = summarize_paths(["trace.log"], fd_filter=lambda e: e.fd_proto == "TCP")
     summary.syscalls["sendmsg"].calls
@@ -11,6 +14,12 @@ from strace_parsers.aggregate import (
     SyscallStats,
     summarize_events,
     summarize_paths,
+)
+from strace_parsers.errors import (
+    StraceError,
+    StraceInputError,
+    StraceParseError,
+    StraceUsageError,
 )
 from strace_parsers.events import (
     WRITE_FAMILY,
@@ -25,18 +34,13 @@ from strace_parsers.events import (
     UnparsedLineEvent,
 )
 from strace_parsers.line import parse_line
-from strace_parsers.stream import (
-    StraceInputError,
-    StraceParseError,
-    StraceReader,
-    expand_sources,
-    iter_events,
-)
+from strace_parsers.stream import StraceReader, expand_sources, iter_events
 from strace_parsers.values import FdInfo, decode_string, parse_fd, split_args, unescape
 
 __all__ = [
     "FD_KINDS", "WRITE_FAMILY", "Event", "ExitEvent", "FdInfo", "ProcessEvent", "SignalEvent",
-    "StackFrameEvent", "StraceInputError", "StraceParseError", "StraceReader", "Summary",
+    "StackFrameEvent", "StraceError", "StraceInputError", "StraceParseError", "StraceReader",
+    "StraceUsageError", "Summary",
     "SummaryRowEvent", "SyscallEvent", "SyscallStats", "TruncatedLineEvent",
     "UnparsedLineEvent", "decode_string", "expand_sources", "iter_events", "parse_fd",
     "parse_line", "split_args", "summarize_events", "summarize_paths", "unescape",

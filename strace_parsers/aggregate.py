@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from strace_parsers.errors import StraceInputError, StraceUsageError
 from strace_parsers.events import (
     GATHER_WRITES,
     WRITE_FAMILY,
@@ -27,9 +28,9 @@ from strace_parsers.events import (
     TruncatedLineEvent,
     UnparsedLineEvent,
 )
+from strace_parsers.line import result_int
 from strace_parsers.stream import StraceReader, expand_sources, open_log
 from strace_parsers.values import MSG_IOVLEN_RE, classify_annotation, iov_sum
-from toolkit.errors import UsageError
 
 FD_KINDS = ("socket", "pipe", "file", "other")
 MAX_UNPARSED_EXAMPLES = 10
@@ -360,7 +361,7 @@ def _tally_call(row: _Row, name: str, ret: str, rest: str, count: int) -> None:
             return
     row[0] += count
     if name in WRITE_FAMILY:
-        nbytes = int(ret, 0)
+        nbytes = result_int(ret)
         if nbytes >= 0:
             row[2] += nbytes * count
             row[9][_bucket(nbytes)] += count
@@ -481,25 +482,34 @@ def summarize_paths(
     every call) and keeps the calls for which it returns True.
     """
     if fd_kind != "any" and fd_kind not in FD_KINDS:
-        raise UsageError(f"fd kind {fd_kind!r}: use one of socket, pipe, file, other, any")
+        raise StraceUsageError(f"fd kind {fd_kind!r}: use one of socket, pipe, file, other, any")
     tally = _Tally()
     sources = expand_sources(paths)
     for src in sources:
         tally.summary.files.append(src.path)
         reader = StraceReader(file=src.path, pid=src.pid, strict=strict)
-        with open_log(src.path) as fh:
-            if fd_filter is None:
-                _count_file(tally, reader, fh)
-            else:
-                for n, line in enumerate(fh, 1):
-                    for ev in reader.feed(line, n, last=line[-1:] != "\n"):
-                        if not isinstance(ev, SyscallEvent) or fd_filter(ev):
-                            tally.add_event(ev, src.path)
-                for ev in reader.finish():
-                    if not isinstance(ev, SyscallEvent) or fd_filter(ev):
-                        tally.add_event(ev, src.path)
+        try:
+            with open_log(src.path) as fh:
+                if fd_filter is None:
+                    _count_file(tally, reader, fh)
+                else:
+                    _count_events(tally, reader, fh, fd_filter)
+        except OSError as exc:  # a read failing midway: EIO, a vanished mount, ...
+            raise StraceInputError(f"{src.path}: cannot read ({exc.strerror or exc}); "
+                                   "check the path and the device") from exc
         tally.summary.lines += reader.lines
     return tally.fold(pid, fd_kind)
+
+
+def _count_events(tally: _Tally, reader: StraceReader, fh: Any,
+                  fd_filter: Callable[[SyscallEvent], bool]) -> None:
+    for n, line in enumerate(fh, 1):
+        for ev in reader.feed(line, n, last=line[-1:] != "\n"):
+            if not isinstance(ev, SyscallEvent) or fd_filter(ev):
+                tally.add_event(ev, reader.file)
+    for ev in reader.finish():
+        if not isinstance(ev, SyscallEvent) or fd_filter(ev):
+            tally.add_event(ev, reader.file)
 
 
 def summarize_events(events: Iterable[Event], *, file: str = "<events>") -> Summary:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from strace_parsers.errors import StraceInputError, StraceParseError
 from strace_parsers.events import (
     WRITE_FAMILY,
     Event,
@@ -32,24 +33,6 @@ from strace_parsers.values import (
     target_fd_text,
     write_request,
 )
-from toolkit.errors import WriteshapeError
-
-
-class StraceParseError(WriteshapeError):
-    """Strict mode met a line the grammar does not know."""
-
-    def __init__(self, file: str, line: int, text: str) -> None:
-        shown = text if len(text) <= 120 else text[:117] + "..."
-        super().__init__(
-            f"{file}:{line}: not a strace line: {shown!r} "
-            "(drop --strict to count such lines as unparsed instead)"
-        )
-        self.file, self.line, self.text = file, line, text
-
-
-class StraceInputError(WriteshapeError):
-    """A path that is not a readable strace log or -ff directory."""
-
 
 # Syscalls whose first argument is a file descriptor even when strace did not annotate it
 # (without -y a bare number could also be a pid, as in kill(1234, SIGTERM)).
@@ -269,8 +252,12 @@ def iter_events(path_or_lines: str | os.PathLike[str] | Iterable[str], *,
     if isinstance(path_or_lines, str | os.PathLike):
         for src in expand_sources([path_or_lines]):
             reader = StraceReader(file=src.path, pid=src.pid, strict=strict)
-            with open_log(src.path) as fh:
-                yield from _iter_reader(reader, fh, detect_truncation=True)
+            try:
+                with open_log(src.path) as fh:
+                    yield from _iter_reader(reader, fh, detect_truncation=True)
+            except OSError as exc:  # a read failing midway: EIO, a vanished mount, ...
+                raise StraceInputError(f"{src.path}: cannot read ({exc.strerror or exc}); "
+                                       "check the path and the device") from exc
         return
     reader = StraceReader(strict=strict)
     yield from _iter_reader(reader, path_or_lines, detect_truncation=False)

@@ -349,6 +349,13 @@ def report(
         render_comparison(result, _console(), baseline=baseline)
 
 
+def _strace_errors() -> tuple[type[Exception], ...]:
+    """strace_parsers' error base, once that package is in use (importing it costs ~40 ms
+    that other commands need not pay; before it is imported, none can be raised)."""
+    errors = sys.modules.get("strace_parsers.errors")
+    return (errors.StraceError,) if errors is not None else ()
+
+
 def main() -> None:
     try:
         code = app(standalone_mode=False)
@@ -359,6 +366,9 @@ def main() -> None:
         print("writeshape: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:
+        if isinstance(exc, _strace_errors()):  # strace_parsers' user errors: as above
+            print(f"writeshape: error: {exc}", file=sys.stderr)
+            sys.exit(2)
         # Usage errors from click (typer vendors its own copy, so match by shape):
         # one line, not a usage box.
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):

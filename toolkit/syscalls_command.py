@@ -19,8 +19,8 @@ def run_syscalls(paths: list[str], *, as_json: bool, pid: int | None, fd_kind: s
                  strict: bool, console: Console) -> int:
     """Print the per-syscall counts of strace logs (or -ff directories); return the exit code.
 
-    Bad paths, an unknown fd kind and (with strict) unparsed lines raise WriteshapeError
-    subclasses whose message is the one line the CLI shows.
+    Bad paths, an unknown fd kind and (with strict) unparsed lines raise
+    strace_parsers.StraceError subclasses whose message is the one line the CLI shows.
     """
     summary = summarize_paths(paths, pid=pid, fd_kind=fd_kind, strict=strict)
     if as_json:
