@@ -1,11 +1,10 @@
 """A complete, fast, streaming parser of real strace output (strace 5.x/6.x).
 
-Errors derive from StraceError (strace_parsers.errors); this package imports nothing from
-the toolkit that uses it.
-
     from strace_parsers import iter_events, summarize_paths
-    summary = summarize_paths(["trace.log"], fd_filter=lambda e: e.fd_proto == "TCP")
+    summary = summarize_paths(["trace.log"], fd_proto={"TCP", "TCPv6"})
     summary.syscalls["sendmsg"].calls
+
+Errors derive from StraceError; this package imports nothing from the toolkit that uses it.
 """
 
 from strace_parsers.aggregate import (
@@ -39,8 +38,8 @@ from strace_parsers.values import FdInfo, decode_string, parse_fd, split_args, u
 
 __all__ = [
     "FD_KINDS", "WRITE_FAMILY", "Event", "ExitEvent", "FdInfo", "ProcessEvent", "SignalEvent",
-    "StackFrameEvent", "StraceError", "StraceInputError", "StraceParseError", "StraceReader",
-    "StraceUsageError", "Summary",
+    "StackFrameEvent", "StraceError",
+    "StraceInputError", "StraceParseError", "StraceReader", "StraceUsageError", "Summary",
     "SummaryRowEvent", "SyscallEvent", "SyscallStats", "TruncatedLineEvent",
     "UnparsedLineEvent", "decode_string", "expand_sources", "iter_events", "parse_fd",
     "parse_line", "split_args", "summarize_events", "summarize_paths", "unescape",

@@ -89,7 +89,8 @@ class StraceReader:
         self.unparsed = 0
         self.truncated = 0
         self.orphans = 0
-        self._pending: dict[int | None, CallPart] = {}
+        # unfinished calls by pid; the block scan adds to it (strace_parsers/blockscan.py)
+        self.pending: dict[int | None, CallPart] = {}
         self._table = SummaryTableParser()
         self._carry = ""
 
@@ -128,6 +129,13 @@ class StraceReader:
             res.pid = self.fixed_pid
         return self._call(res)
 
+    @property
+    def can_hand_off(self) -> bool:
+        """Whether the next line may be counted elsewhere (the block scan): not while the
+        summary table is being read or the head of a line split by a strace message
+        waits for its tail; the pending calls are shared through `pending`."""
+        return not self._carry and self._table.state not in ("header", "rows")
+
     def _bad(self, text: str, line_no: int, last: bool) -> tuple[Event, ...]:
         if last:
             self.truncated += 1
@@ -138,7 +146,7 @@ class StraceReader:
         return (UnparsedLineEvent(self.file, line_no, text),)
 
     def _call(self, part: CallPart) -> tuple[Event, ...]:
-        pending = self._pending
+        pending = self.pending
         state = part.state
         if state == "complete":
             stale = pending.pop(part.pid, None)
@@ -171,8 +179,8 @@ class StraceReader:
 
     def finish(self) -> tuple[Event, ...]:
         """End of input: calls still unfinished never returned (the log ended first)."""
-        out: list[Event] = [self._unreturned(p) for p in self._pending.values()]
-        self._pending.clear()
+        out: list[Event] = [self._unreturned(p) for p in self.pending.values()]
+        self.pending.clear()
         if self._carry:
             # the line that carried this head was counted as parsed (its strace message);
             # what is left of it is the unfinished trace line of a log that ended

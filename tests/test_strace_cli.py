@@ -60,3 +60,24 @@ def test_table_and_errors(tmp_path: Path) -> None:
     empty_dir = tmp_path / "empty"
     empty_dir.mkdir()
     assert "PREFIX.PID" in _cli(str(empty_dir)).stderr
+
+
+ONE_BYTE_WRITES = "import os\nfd = os.open('/dev/null', os.O_WRONLY)\n" \
+                  "for n in (0, 1, 1, 2, 3, 4, 5):\n    os.write(fd, b'x' * n)\n"
+
+
+def _log_of(tmp_path: Path, script: str, *flags: str, name: str = "t.log") -> Path:
+    src = tmp_path / f"{name}.py"
+    src.write_text(script)
+    log = tmp_path / name
+    subprocess.run(["strace", *flags, "-o", str(log), sys.executable, str(src)], check=True,
+                   timeout=60)
+    return log
+
+
+def test_one_byte_writes_land_in_the_one_byte_bucket(tmp_path: Path) -> None:
+    log = _log_of(tmp_path, ONE_BYTE_WRITES, "-e", "trace=write")
+    write = json.loads(_cli(str(log), "--json").stdout)["syscalls"]["write"]
+    # key 2**k counts sizes in (2**(k-1), 2**k]; key 0 counts empty writes
+    assert write["size_histogram"] == {"0": 1, "1": 2, "2": 1, "4": 2, "8": 1}
+    assert write["bytes"] == 0 + 1 + 1 + 2 + 3 + 4 + 5
