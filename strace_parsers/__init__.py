@@ -4,11 +4,14 @@
     summary = summarize_paths(["trace.log"], fd_proto={"TCP", "TCPv6"})
     summary.syscalls["sendmsg"].calls
 
-Errors derive from StraceError; this package imports nothing from the toolkit that uses it.
+Counting runs in C when `_fastcount.c` was built (NATIVE_COUNTER), else in pure Python;
+both count exactly alike. Errors derive from StraceError; this package imports nothing
+from the toolkit that uses it.
 """
 
 from strace_parsers.aggregate import (
     FD_KINDS,
+    Implementation,
     Summary,
     SyscallStats,
     summarize_events,
@@ -33,12 +36,13 @@ from strace_parsers.events import (
     UnparsedLineEvent,
 )
 from strace_parsers.line import parse_line
+from strace_parsers.native import NATIVE_COUNTER
 from strace_parsers.stream import StraceReader, expand_sources, iter_events
 from strace_parsers.values import FdInfo, decode_string, parse_fd, split_args, unescape
 
 __all__ = [
-    "FD_KINDS", "WRITE_FAMILY", "Event", "ExitEvent", "FdInfo", "ProcessEvent", "SignalEvent",
-    "StackFrameEvent", "StraceError",
+    "FD_KINDS", "NATIVE_COUNTER", "WRITE_FAMILY", "Event", "ExitEvent", "FdInfo",
+    "Implementation", "ProcessEvent", "SignalEvent", "StackFrameEvent", "StraceError",
     "StraceInputError", "StraceParseError", "StraceReader", "StraceUsageError", "Summary",
     "SummaryRowEvent", "SyscallEvent", "SyscallStats", "TruncatedLineEvent",
     "UnparsedLineEvent", "decode_string", "expand_sources", "iter_events", "parse_fd",

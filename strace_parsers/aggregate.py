@@ -1,25 +1,30 @@
 """Counting over logs: per syscall, per fd kind, per pid, with filters.
 
 Counting is the hot path (logs of millions of lines), so `summarize_paths` builds no event
-per call line: the block scan (`blockscan.py`) tallies call lines into rows keyed by (pid,
-name, fd kind, protocol), and every other line goes through the full reader (`stream.py`),
-so both paths count exactly the same things. Filters on pid, fd kind and protocol select
-rows at the end, at no cost per line; only an `fd_filter` callable needs an event per call
-(the reader's speed).
+per call line: the C counter (`_fastcount.c`, when built) or the pure-Python block scan
+(`blockscan.py`) tallies call lines into rows keyed by (pid, name, fd kind, protocol), and
+every other line goes through the full reader (`stream.py`), so all paths count exactly
+the same things. Filters on pid, fd kind and protocol select rows at the end, at no cost
+per line; only an `fd_filter` callable needs an event per call (the reader's speed).
 """
 
 from __future__ import annotations
 
+import io
 import os
+import time
 from collections.abc import Callable, Iterable
+from typing import Literal
 
 from strace_parsers.blockscan import count_file_python
 from strace_parsers.errors import StraceInputError, StraceUsageError
 from strace_parsers.events import Event, SyscallEvent
+from strace_parsers.native import NATIVE_COUNTER, count_file_native
 from strace_parsers.stream import StraceReader, expand_sources, open_log
 from strace_parsers.summary import FD_KINDS, Summary, SyscallStats
 from strace_parsers.tally import Tally
 
+Implementation = Literal["auto", "c", "python"]
 PathArg = str | os.PathLike[str]
 
 
@@ -31,6 +36,7 @@ def summarize_paths(
     fd_proto: str | Iterable[str] | None = None,
     fd_filter: Callable[[SyscallEvent], bool] | None = None,
     strict: bool = False,
+    implementation: Implementation = "auto",
 ) -> Summary:
     """Count calls, errors, bytes and time per syscall (and per fd kind, per pid) over strace
     logs and `-ff` directories.
@@ -45,11 +51,16 @@ def summarize_paths(
     it returns True: any predicate, but an event is built per call, so it counts at the
     reader's speed (several times slower than the declarative filters).
 
+    implementation: "c" (the C counter; StraceUsageError if it was not built), "python"
+    (the pure-Python block scan), or "auto" (C when built). Both count exactly alike.
+
     strict: raise StraceParseError at the first line that is not strace output.
     """
     protos = _protocols(fd_proto)
     if fd_kind != "any" and fd_kind not in FD_KINDS:
         raise StraceUsageError(f"fd kind {fd_kind!r}: use one of socket, pipe, file, other, any")
+    native = _use_native(implementation) and fd_filter is None
+    started = time.perf_counter()
     tally = Tally()
     for src in expand_sources(paths):
         tally.summary.files.append(src.path)
@@ -57,6 +68,9 @@ def summarize_paths(
         try:
             if fd_filter is not None:
                 _count_events(tally, reader, fd_filter)
+            elif native:
+                with _open_binary(src.path) as fh:
+                    count_file_native(tally, reader, fh)
             else:
                 with open_log(src.path) as fh:
                     count_file_python(tally, reader, fh)
@@ -64,7 +78,10 @@ def summarize_paths(
             raise StraceInputError(f"{src.path}: cannot read ({exc.strerror or exc}); "
                                    "check the path and the device") from exc
         tally.summary.lines += reader.lines
-    return tally.fold(pid, fd_kind, protos)
+    summary = tally.fold(pid, fd_kind, protos)
+    summary.implementation = "c" if native else "python"
+    summary.seconds = time.perf_counter() - started
+    return summary
 
 
 def summarize_events(events: Iterable[Event], *, file: str = "<events>") -> Summary:
@@ -87,6 +104,29 @@ def _protocols(fd_proto: str | Iterable[str] | None) -> frozenset[str] | None:
     return protos
 
 
+def _use_native(implementation: str) -> bool:
+    if implementation == "auto":
+        return NATIVE_COUNTER
+    if implementation == "python":
+        return False
+    if implementation == "c":
+        if not NATIVE_COUNTER:
+            raise StraceUsageError(
+                "the C counter (strace_parsers._fastcount) is not built: install with a C "
+                "compiler and Python headers, or use implementation='python'"
+            )
+        return True
+    raise StraceUsageError(f"implementation {implementation!r}: use auto, c or python")
+
+
+def _open_binary(path: str) -> io.BufferedReader:
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise StraceInputError(f"{path}: cannot read ({exc.strerror}); check the path "
+                               "and permissions") from exc
+
+
 def _count_events(tally: Tally, reader: StraceReader,
                   fd_filter: Callable[[SyscallEvent], bool]) -> None:
     with open_log(reader.file) as fh:
@@ -99,4 +139,5 @@ def _count_events(tally: Tally, reader: StraceReader,
             tally.add_event(ev, reader.file)
 
 
-__all__ = ["FD_KINDS", "Summary", "SyscallStats", "summarize_events", "summarize_paths"]
+__all__ = ["FD_KINDS", "Implementation", "Summary", "SyscallStats", "summarize_events",
+           "summarize_paths"]

@@ -1,6 +1,7 @@
 """The pure-Python counting path: one regex over a block of lines, not a loop per line.
 
-One regex over a whole block (re.M) sorts each line: a complete call (name, the
+It runs where the C counter (`_fastcount.c`) was not built, and is its reference in the
+tests. One regex over a whole block (re.M) sorts each line: a complete call (name, the
 head of the first argument's fd annotation, result, the text after the result), or
 anything else (last group). Only lines whose text after `) = ` has no quote qualify, so a
 `) = ` inside a string can never end a call. Timestamps and arguments of plain calls are

@@ -89,7 +89,7 @@ class StraceReader:
         self.unparsed = 0
         self.truncated = 0
         self.orphans = 0
-        # unfinished calls by pid; the block scan adds to it (strace_parsers/blockscan.py)
+        # unfinished calls by pid; the C counter reads it (strace_parsers/native.py)
         self.pending: dict[int | None, CallPart] = {}
         self._table = SummaryTableParser()
         self._carry = ""
@@ -131,10 +131,20 @@ class StraceReader:
 
     @property
     def can_hand_off(self) -> bool:
-        """Whether the next line may be counted elsewhere (the block scan): not while the
+        """Whether the next line may be counted elsewhere (the C counter): not while the
         summary table is being read or the head of a line split by a strace message
         waits for its tail; the pending calls are shared through `pending`."""
         return not self._carry and self._table.state not in ("header", "rows")
+
+    def adopt_unfinished(self, text: str) -> None:
+        """Hold the `<unfinished ...>` line `text` (already counted as a line elsewhere) as
+        if it had been fed here: its `<... resumed>` half will find it."""
+        part = parse_line(text)
+        if not isinstance(part, CallPart) or part.state != "unfinished":
+            raise ValueError(f"not an unfinished call line: {text!r}")
+        if self.fixed_pid is not None:
+            part.pid = self.fixed_pid
+        self.pending[part.pid] = part
 
     def _bad(self, text: str, line_no: int, last: bool) -> tuple[Event, ...]:
         if last:

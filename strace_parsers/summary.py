@@ -1,5 +1,5 @@
 """What counting a log gives: per-syscall tallies, sliced by fd kind and pid, plus how the
-count went (lines, unparsed, truncated). Plain data; `to_json` is the
+count went (lines, unparsed, speed). Plain data; `to_json` is the
 `writeshape syscalls --json` document."""
 
 from __future__ import annotations
@@ -73,6 +73,8 @@ class SyscallStats:
 class Summary:
     """Everything counted over a set of logs.
 
+    `implementation` says which counter ran ("c" or "python") and `seconds` how long
+    counting took.
     """
 
     files: list[str] = field(default_factory=list)
@@ -88,6 +90,15 @@ class Summary:
     annotated_calls: int = 0
     signals: int = 0
     exits: int = 0
+    implementation: str | None = None
+    seconds: float | None = None
+
+    @property
+    def lines_per_s(self) -> float | None:
+        """Lines counted per second of wall time, when timed."""
+        if not self.seconds:
+            return None
+        return self.lines / self.seconds
 
     def write_calls(self) -> int:
         """Calls of the write family, all syscalls together."""
@@ -99,6 +110,7 @@ class Summary:
         def table(t: dict[str, SyscallStats]) -> dict[str, Any]:
             return {n: s.to_json() for n, s in sorted(t.items())}
 
+        lps = self.lines_per_s
         out: dict[str, Any] = {
             "files": list(self.files),
             "lines": self.lines,
@@ -109,6 +121,11 @@ class Summary:
             "orphan_resumed": self.orphan_resumed,
             "by_fd_kind": {k: table(v) for k, v in sorted(self.by_fd_kind.items())},
             "by_pid": {str(k): table(v) for k, v in sorted(self.by_pid.items())},
+            "meta": {
+                "implementation": self.implementation,
+                "seconds": None if self.seconds is None else round(self.seconds, 6),
+                "lines_per_s": None if lps is None else round(lps),
+            },
         }
         if self.strace_summary:
             out["strace_summary"] = {

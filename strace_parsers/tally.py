@@ -1,6 +1,6 @@
 """The tally every counting path writes into: rows keyed by (pid, name, fd kind, protocol).
 
-The block scan (blockscan.py) and the event reader add to the same rows,
+The C counter, the pure-Python block scan and the event reader all add to the same rows,
 so filters by pid, fd kind and protocol are applied once, when the rows are folded into a
 Summary: a filter costs nothing per line.
 """

@@ -1,5 +1,5 @@
-"""Arbitrary text never crashes or hangs the parser, every line is accounted for, and the
-counting path (the block scan) gives the event reader's figures."""
+"""Arbitrary text never crashes or hangs the parser, every line is accounted for, and every
+counting path (C counter, pure-Python block scan, event reader) gives the same figures."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from test_strace_oracle import tallies
 
 from strace_parsers import (
+    NATIVE_COUNTER,
     StraceReader,
     SyscallEvent,
     UnparsedLineEvent,
@@ -27,7 +28,7 @@ FRAGMENTS = [
     "% time     seconds  usecs/call     calls    errors syscall",
     "------ ----------- ----------- --------- --------- ----------------", "strace: Process 9 ",
     "attached", "{iov_base=\"x\", iov_len=1}", "[", "]", "{", "}", "(", "<", ">", " ", "...",
-    # what the block scan reads: prefixes, gather writes, annotations, results
+    # what the C counter and the block scan read: prefixes, gather writes, annotations, results
     "[pid 7<py>] ", "7<comm> ", "11:22:33 ", "   0.000123 ", "11:22:33.1 (+     0.000012) ",
     "[ 0000ab] ", "writev(", "sendmmsg(", "sendto(", "splice(", "pwritev(", "???(",
     "<... writev resumed>", "<... sendmsg resumed>", " <detached ...>", "<unfinished ...>",
@@ -58,6 +59,9 @@ def test_every_line_is_parsed_unparsed_or_truncated(lines: list[str]) -> None:
     assert reader.unparsed == sum(isinstance(e, UnparsedLineEvent) for e in events)
 
 
+IMPLEMENTATIONS = ["c", "python"] if NATIVE_COUNTER else ["python"]
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(line_lists, st.booleans())
 def test_counting_paths_agree_with_the_event_path_on_any_text(lines: list[str],
@@ -68,8 +72,9 @@ def test_counting_paths_agree_with_the_event_path_on_any_text(lines: list[str],
         path.write_text(text, encoding="utf-8", errors="surrogateescape")
         slow = summarize_events(iter_events(str(path)))
         events = list(iter_events(str(path)))
-        counted = [summarize_paths([str(path)])]
-    for fast in counted:
+        counted = {impl: summarize_paths([str(path)], implementation=impl)  # type: ignore[arg-type]
+                   for impl in IMPLEMENTATIONS}
+    for fast in counted.values():
         assert fast.lines == text.count("\n") + (0 if text.endswith("\n") or not text else 1)
         assert fast.unparsed == sum(isinstance(e, UnparsedLineEvent) for e in events)
         assert (fast.truncated, fast.orphan_resumed, fast.signals, fast.exits) == (
