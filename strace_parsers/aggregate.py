@@ -54,7 +54,8 @@ def summarize_paths(
     implementation: "c" (the C counter; StraceUsageError if it was not built), "python"
     (the pure-Python block scan), or "auto" (C when built). Both count exactly alike.
 
-    strict: raise StraceParseError at the first line that is not strace output.
+    strict: raise StraceParseError at the first line that is not strace output, and
+    StraceInputError for what would otherwise only be a warning (see Summary.warnings).
     """
     protos = _protocols(fd_proto)
     if fd_kind != "any" and fd_kind not in FD_KINDS:
@@ -78,9 +79,13 @@ def summarize_paths(
             raise StraceInputError(f"{src.path}: cannot read ({exc.strerror or exc}); "
                                    "check the path and the device") from exc
         tally.summary.lines += reader.lines
+        tally.blank += reader.blank
     summary = tally.fold(pid, fd_kind, protos)
     summary.implementation = "c" if native else "python"
     summary.seconds = time.perf_counter() - started
+    summary.warnings = input_warnings(tally, pid)
+    if strict and summary.warnings:
+        raise StraceInputError(f"{summary.warnings[0]} (drop --strict to count it anyway)")
     return summary
 
 
@@ -139,5 +144,37 @@ def _count_events(tally: Tally, reader: StraceReader,
             tally.add_event(ev, reader.file)
 
 
-__all__ = ["FD_KINDS", "Implementation", "Summary", "SyscallStats", "summarize_events",
-           "summarize_paths"]
+def input_warnings(tally: Tally, pid: int | None) -> list[str]:
+    """One line per reason not to trust the counts: nothing to count, no strace output, a
+    last line cut short, a pid filter that matched no call."""
+    s = tally.summary
+    label = s.files[0] if len(s.files) == 1 else f"{len(s.files)} files"
+    if s.lines == 0:
+        return [f"{label}: empty: no strace output to count"]
+    if s.lines - s.unparsed - s.truncated - tally.blank == 0:
+        shown = (s.unparsed_examples or s.truncated_examples or [{"text": ""}])[0]["text"]
+        return [f"{label}: no strace output in its {s.lines} line(s) (first: "
+                f"{shown[:60]!r}); pass a log written by strace -o"]
+    out = []
+    if s.truncated_examples:
+        first = s.truncated_examples[0]
+        where = f"{first['file']}:{first['line']}"
+        if s.truncated == 1:
+            out.append(f"{where}: the last line is cut short (was strace killed?) and not "
+                       f"counted: {first['text'][:60]!r}")
+        else:
+            out.append(f"{s.truncated} files end in a line cut short (first: {where}); "
+                       "those lines are not counted")
+    if pid is not None and pid not in (pids := tally.pids()):
+        known = sorted(p for p in pids if p is not None)
+        if not known:
+            out.append(f"pid {pid} matched no call: no line of {label} carries a pid "
+                       "(record with strace -f, or pass the -ff directory)")
+        else:
+            shown_pids = ", ".join(map(str, known[:8])) + (", ..." if len(known) > 8 else "")
+            out.append(f"pid {pid} matched no call in {label}; its pids: {shown_pids}")
+    return out
+
+
+__all__ = ["FD_KINDS", "Implementation", "Summary", "SyscallStats", "input_warnings",
+           "summarize_events", "summarize_paths"]

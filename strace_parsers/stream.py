@@ -89,6 +89,7 @@ class StraceReader:
         self.unparsed = 0
         self.truncated = 0
         self.orphans = 0
+        self.blank = 0
         # unfinished calls by pid; the C counter reads it (strace_parsers/native.py)
         self.pending: dict[int | None, CallPart] = {}
         self._table = SummaryTableParser()
@@ -106,6 +107,7 @@ class StraceReader:
             self._carry = ""
         if not text.strip():
             self.parsed += 1
+            self.blank += 1
             return _NO_EVENTS
         if self._table.wants(text):
             ok, row = self._table.feed(text)

@@ -1,5 +1,5 @@
 """What counting a log gives: per-syscall tallies, sliced by fd kind and pid, plus how the
-count went (lines, unparsed, speed). Plain data; `to_json` is the
+count went (lines, unparsed, warnings, speed). Plain data; `to_json` is the
 `writeshape syscalls --json` document."""
 
 from __future__ import annotations
@@ -73,8 +73,10 @@ class SyscallStats:
 class Summary:
     """Everything counted over a set of logs.
 
-    `implementation` says which counter ran ("c" or "python") and `seconds` how long
-    counting took.
+    `warnings` holds one line per reason not to trust the counts (an empty log, no
+    strace output, a last line cut short, a pid filter that matched nothing); with
+    `strict=True` the first one is raised instead. `implementation` says which counter
+    ran ("c" or "python") and `seconds` how long counting took.
     """
 
     files: list[str] = field(default_factory=list)
@@ -83,6 +85,7 @@ class Summary:
     truncated: int = 0
     orphan_resumed: int = 0
     unparsed_examples: list[dict[str, Any]] = field(default_factory=list)
+    truncated_examples: list[dict[str, Any]] = field(default_factory=list)
     syscalls: dict[str, SyscallStats] = field(default_factory=dict)
     by_fd_kind: dict[str, dict[str, SyscallStats]] = field(default_factory=dict)
     by_pid: dict[int, dict[str, SyscallStats]] = field(default_factory=dict)
@@ -90,6 +93,7 @@ class Summary:
     annotated_calls: int = 0
     signals: int = 0
     exits: int = 0
+    warnings: list[str] = field(default_factory=list)
     implementation: str | None = None
     seconds: float | None = None
 
@@ -125,6 +129,7 @@ class Summary:
                 "implementation": self.implementation,
                 "seconds": None if self.seconds is None else round(self.seconds, 6),
                 "lines_per_s": None if lps is None else round(lps),
+                "warnings": list(self.warnings),
             },
         }
         if self.strace_summary:

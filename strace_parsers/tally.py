@@ -67,6 +67,7 @@ class Tally:
     def __init__(self) -> None:
         self.rows: dict[RowKey, Row] = {}
         self.summary = Summary()
+        self.blank = 0
 
     def row(self, key: RowKey) -> Row:
         row = self.rows.get(key)
@@ -86,6 +87,8 @@ class Tally:
                 s.unparsed_examples.append({"file": file, "line": ev.line, "text": ev.text})
         elif isinstance(ev, TruncatedLineEvent):
             s.truncated += 1
+            if len(s.truncated_examples) < MAX_EXAMPLES:
+                s.truncated_examples.append({"file": file, "line": ev.line, "text": ev.text})
         elif isinstance(ev, SummaryRowEvent):
             if not ev.is_total:
                 s.strace_summary[ev.name] = ev
@@ -155,6 +158,9 @@ class Tally:
             else:
                 s.by_fd_kind.setdefault(key, {})[name] = st
         return s
+
+    def pids(self) -> set[int | None]:
+        return {key[0] for key in self.rows}
 
 
 def _stats(row: Row) -> SyscallStats:

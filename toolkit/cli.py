@@ -153,14 +153,18 @@ def syscalls(
     pid: Annotated[int | None, typer.Option(help="only this pid")] = None,
     fd_kind: Annotated[str, typer.Option(help="socket, pipe, file or any")] = "any",
     strict: Annotated[
-        bool, typer.Option("--strict", help="fail at the first unparsed line")
+        bool, typer.Option("--strict", help="fail at the first unparsed line, and on an empty "
+                           "log, a last line cut short or a --pid that matched nothing")
+    ] = False,
+    stats: Annotated[
+        bool, typer.Option("--stats", help="print lines/s and which counter ran (stderr)")
     ] = False,
 ) -> None:
     """Count syscalls, errors and bytes in real strace output."""
     from toolkit.syscalls_command import run_syscalls
 
     code = run_syscalls([str(p) for p in paths], as_json=as_json, pid=pid, fd_kind=fd_kind,
-                        strict=strict, console=_console())
+                        strict=strict, console=_console(), stats=stats)
     raise typer.Exit(code)
 
 

@@ -6,6 +6,7 @@ Thin shell over strace_parsers: the library reads and counts, this module render
 from __future__ import annotations
 
 import json
+import sys
 
 from rich.console import Console
 from rich.table import Table
@@ -16,13 +17,20 @@ MAX_EXAMPLES_SHOWN = 5
 
 
 def run_syscalls(paths: list[str], *, as_json: bool, pid: int | None, fd_kind: str,
-                 strict: bool, console: Console) -> int:
+                 strict: bool, console: Console, stats: bool = False) -> int:
     """Print the per-syscall counts of strace logs (or -ff directories); return the exit code.
 
-    Bad paths, an unknown fd kind and (with strict) unparsed lines raise
+    Bad paths, an unknown fd kind and (with strict) input that cannot be trusted raise
     strace_parsers.StraceError subclasses whose message is the one line the CLI shows.
+    Without strict, each warning is one line on stderr.
     """
     summary = summarize_paths(paths, pid=pid, fd_kind=fd_kind, strict=strict)
+    for warning in summary.warnings:
+        print(f"writeshape: warning: {warning}", file=sys.stderr)
+    if stats:
+        print(f"writeshape: {summary.lines} lines in {summary.seconds or 0:.3f} s: "
+              f"{summary.lines_per_s or 0:,.0f} lines/s ({summary.implementation} counter)",
+              file=sys.stderr)
     if as_json:
         console.print(json.dumps(summary.to_json(), indent=2), markup=False, highlight=False,
                       soft_wrap=True)
