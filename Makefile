@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup compare test lint clean
 
-$(STAMP): pyproject.toml setup.py tls_probe/_recordwalk.c
+$(STAMP): pyproject.toml setup.py tls_probe/_recordwalk.c $(wildcard strace_parsers/_fastcount*.[ch])
 	@if [ "$$(id -u)" = 0 ]; then \
 	  missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then \
@@ -18,11 +18,14 @@ $(STAMP): pyproject.toml setup.py tls_probe/_recordwalk.c
 	fi
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	rm -f tls_probe/_recordwalk*.so  # a failed rebuild must not leave the old one in use
+	rm -f tls_probe/_recordwalk*.so strace_parsers/_fastcount*.so  # a failed rebuild must not leave the old one in use
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@$(BIN)/python -c 'import tls_probe._recordwalk' 2>/dev/null || echo "note: the C record \
 	counter was not built (no C compiler or Python headers?): the TLS probe runs its slower \
 	pure-Python path (tls_record_counter: python)"
+	@$(BIN)/python -c 'import strace_parsers._fastcount' 2>/dev/null || echo "note: the C strace \
+	counter was not built (no C compiler or Python headers?): strace_parsers counts with its \
+	slower pure-Python path (writeshape syscalls --stats says: python)"
 	touch $(STAMP)
 
 setup: $(STAMP)

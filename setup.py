@@ -1,9 +1,12 @@
-"""Only the C part of the build; everything else is in pyproject.toml.
+"""Only the C parts of the build; everything else is in pyproject.toml.
 
-The TLS probe's record tally (tls_probe/_recordwalk.c) is optional: without a compiler
-the install still works and the probe runs its pure-Python path, which costs more per
-flush (tls_probe.NATIVE_RECORD_TALLY tells which one runs). setup.py rather than
-pyproject's ext-modules table, which setuptools still calls experimental.
+Both extensions are optional: without a compiler the install still works and each package
+runs its pure-Python path, which is slower, never different.
+- tls_probe/_recordwalk.c: the TLS probe's record tally (tls_probe.NATIVE_RECORD_TALLY).
+- strace_parsers/_fastcount.c (+ _fastcount_grammar.c): the strace counting path
+  (strace_parsers.NATIVE_COUNTER).
+setup.py rather than pyproject's ext-modules table, which setuptools still calls
+experimental.
 """
 
 from setuptools import Extension, setup
@@ -15,6 +18,13 @@ setup(
             sources=["tls_probe/_recordwalk.c"],
             optional=True,
             extra_compile_args=["-O2"],
-        )
+        ),
+        Extension(
+            "strace_parsers._fastcount",
+            sources=["strace_parsers/_fastcount.c", "strace_parsers/_fastcount_grammar.c"],
+            depends=["strace_parsers/_fastcount_grammar.h"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        ),
     ]
 )

@@ -90,6 +90,11 @@ def split_result(body: str) -> tuple[str, re.Match[str]] | None:
     return None
 
 
+def result_int(ret: str) -> int:
+    """A result `0x1f` or `-12` as an int; `012` is decimal (int(x, 0) would refuse it)."""
+    return int(ret, 16) if ret.startswith("0x") else int(ret)
+
+
 def result_fields(m: re.Match[str]) -> tuple[str, int | None, str | None, float | None, bool]:
     """(ret_text, retval, errno, duration_s, returned) from a `_RESULT_RE` match."""
     ret, rest, dur = m.group(1), m.group(2), m.group(3)
@@ -98,7 +103,7 @@ def result_fields(m: re.Match[str]) -> tuple[str, int | None, str | None, float 
         em = _ERRNO_RE.match(rest)
         if em is not None:
             errno = em.group(1)
-    retval = None if ret == "?" else int(ret, 0)
+    retval = None if ret == "?" else result_int(ret)
     # `= ?` alone: the process went away inside the call; strace -c does not count it.
     # `= ? <unavailable>`: strace could not read the result, but the call did return.
     returned = ret != "?" or errno is not None or rest.startswith(" <unavailable>")

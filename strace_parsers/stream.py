@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from strace_parsers.errors import StraceInputError, StraceParseError
 from strace_parsers.events import (
     WRITE_FAMILY,
     Event,
@@ -32,24 +33,6 @@ from strace_parsers.values import (
     target_fd_text,
     write_request,
 )
-from toolkit.errors import WriteshapeError
-
-
-class StraceParseError(WriteshapeError):
-    """Strict mode met a line the grammar does not know."""
-
-    def __init__(self, file: str, line: int, text: str) -> None:
-        shown = text if len(text) <= 120 else text[:117] + "..."
-        super().__init__(
-            f"{file}:{line}: not a strace line: {shown!r} "
-            "(drop --strict to count such lines as unparsed instead)"
-        )
-        self.file, self.line, self.text = file, line, text
-
-
-class StraceInputError(WriteshapeError):
-    """A path that is not a readable strace log or -ff directory."""
-
 
 # Syscalls whose first argument is a file descriptor even when strace did not annotate it
 # (without -y a bare number could also be a pid, as in kill(1234, SIGTERM)).
@@ -106,7 +89,9 @@ class StraceReader:
         self.unparsed = 0
         self.truncated = 0
         self.orphans = 0
-        self._pending: dict[int | None, CallPart] = {}
+        self.blank = 0
+        # unfinished calls by pid; the C counter reads it (strace_parsers/native.py)
+        self.pending: dict[int | None, CallPart] = {}
         self._table = SummaryTableParser()
         self._carry = ""
 
@@ -122,6 +107,7 @@ class StraceReader:
             self._carry = ""
         if not text.strip():
             self.parsed += 1
+            self.blank += 1
             return _NO_EVENTS
         if self._table.wants(text):
             ok, row = self._table.feed(text)
@@ -145,6 +131,23 @@ class StraceReader:
             res.pid = self.fixed_pid
         return self._call(res)
 
+    @property
+    def can_hand_off(self) -> bool:
+        """Whether the next line may be counted elsewhere (the C counter): not while the
+        summary table is being read or the head of a line split by a strace message
+        waits for its tail; the pending calls are shared through `pending`."""
+        return not self._carry and self._table.state not in ("header", "rows")
+
+    def adopt_unfinished(self, text: str) -> None:
+        """Hold the `<unfinished ...>` line `text` (already counted as a line elsewhere) as
+        if it had been fed here: its `<... resumed>` half will find it."""
+        part = parse_line(text)
+        if not isinstance(part, CallPart) or part.state != "unfinished":
+            raise ValueError(f"not an unfinished call line: {text!r}")
+        if self.fixed_pid is not None:
+            part.pid = self.fixed_pid
+        self.pending[part.pid] = part
+
     def _bad(self, text: str, line_no: int, last: bool) -> tuple[Event, ...]:
         if last:
             self.truncated += 1
@@ -155,7 +158,7 @@ class StraceReader:
         return (UnparsedLineEvent(self.file, line_no, text),)
 
     def _call(self, part: CallPart) -> tuple[Event, ...]:
-        pending = self._pending
+        pending = self.pending
         state = part.state
         if state == "complete":
             stale = pending.pop(part.pid, None)
@@ -188,8 +191,8 @@ class StraceReader:
 
     def finish(self) -> tuple[Event, ...]:
         """End of input: calls still unfinished never returned (the log ended first)."""
-        out: list[Event] = [self._unreturned(p) for p in self._pending.values()]
-        self._pending.clear()
+        out: list[Event] = [self._unreturned(p) for p in self.pending.values()]
+        self.pending.clear()
         if self._carry:
             # the line that carried this head was counted as parsed (its strace message);
             # what is left of it is the unfinished trace line of a log that ended
@@ -269,8 +272,12 @@ def iter_events(path_or_lines: str | os.PathLike[str] | Iterable[str], *,
     if isinstance(path_or_lines, str | os.PathLike):
         for src in expand_sources([path_or_lines]):
             reader = StraceReader(file=src.path, pid=src.pid, strict=strict)
-            with open_log(src.path) as fh:
-                yield from _iter_reader(reader, fh, detect_truncation=True)
+            try:
+                with open_log(src.path) as fh:
+                    yield from _iter_reader(reader, fh, detect_truncation=True)
+            except OSError as exc:  # a read failing midway: EIO, a vanished mount, ...
+                raise StraceInputError(f"{src.path}: cannot read ({exc.strerror or exc}); "
+                                       "check the path and the device") from exc
         return
     reader = StraceReader(strict=strict)
     yield from _iter_reader(reader, path_or_lines, detect_truncation=False)

@@ -158,7 +158,7 @@ def iov_sum(text: str) -> int | None:
     return sum(map(int, lens)) if lens else None
 
 
-def _int(text: str) -> int | None:
+def int_or_none(text: str) -> int | None:
     try:
         return int(text, 0)
     except ValueError:
@@ -174,10 +174,10 @@ def write_request(name: str, args: str) -> tuple[int | None, int | None]:
         m = BUF_COUNT_RE.search(args)
         return (int(m.group(1)) if m else None), None
     if name == "writev":
-        return iov_sum(args), _int(args[args.rfind(", ") + 2 :])
+        return iov_sum(args), int_or_none(args[args.rfind(", ") + 2 :])
     if name in ("pwritev", "pwritev2"):
         parts = split_args(args)
-        count = _int(parts[2]) if len(parts) > 2 else None
+        count = int_or_none(parts[2]) if len(parts) > 2 else None
         return (iov_sum(parts[1]) if len(parts) > 1 else None), count
     if name == "sendmsg":
         m = MSG_IOVLEN_RE.search(args)
@@ -187,10 +187,10 @@ def write_request(name: str, args: str) -> tuple[int | None, int | None]:
         return iov_sum(args), (sum(map(int, counts)) if counts else None)
     if name in ("sendfile", "sendfile64"):
         parts = split_args(args)
-        return (_int(parts[3]) if len(parts) > 3 else None), None
+        return (int_or_none(parts[3]) if len(parts) > 3 else None), None
     if name == "splice":
         parts = split_args(args)
-        return (_int(parts[4]) if len(parts) > 4 else None), None
+        return (int_or_none(parts[4]) if len(parts) > 4 else None), None
     return None, None
 
 

@@ -22,11 +22,16 @@ app = typer.Typer(
 
 
 def _standalone_errors() -> tuple[type[BaseException], ...]:
-    """Error bases of the probe packages, which stand alone (no toolkit import)."""
-    from strace_parsers import StraceInputError
-    from tls_probe.errors import TlsProbeError
-
-    return (StraceInputError, TlsProbeError)
+    """Error bases of the probe packages, which stand alone (no toolkit import), once they
+    are in use: importing them costs time other commands need not pay, and before they
+    are imported none of their errors can be raised."""
+    found = []
+    for module, name in (("strace_parsers.errors", "StraceError"),
+                         ("tls_probe.errors", "TlsProbeError")):
+        mod = sys.modules.get(module)
+        if mod is not None:
+            found.append(getattr(mod, name))
+    return tuple(found)
 
 
 def main() -> None:

@@ -6,16 +6,20 @@ Thin shell over strace_parsers: the library reads and counts, this module render
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from strace_parsers import WRITE_FAMILY, Summary, summarize_paths
 from toolkit.cli.app import app
 from toolkit.cli.common import console as make_console
+
+if TYPE_CHECKING:  # strace_parsers and rich are imported when the command runs
+    from rich.console import Console
+    from rich.table import Table
+
+    from strace_parsers import Summary
 
 MAX_EXAMPLES_SHOWN = 5
 
@@ -27,23 +31,36 @@ def syscalls(
     pid: Annotated[int | None, typer.Option(help="only this pid")] = None,
     fd_kind: Annotated[str, typer.Option(help="socket, pipe, file or any")] = "any",
     strict: Annotated[
-        bool, typer.Option("--strict", help="fail at the first unparsed line")
+        bool, typer.Option("--strict", help="fail at the first unparsed line, and on an empty "
+                           "log, a last line cut short or a --pid that matched nothing")
+    ] = False,
+    stats: Annotated[
+        bool, typer.Option("--stats", help="print lines/s and which counter ran (stderr)")
     ] = False,
 ) -> None:
     """Count syscalls, errors and bytes in real strace output."""
     code = run_syscalls([str(p) for p in paths], as_json=as_json, pid=pid, fd_kind=fd_kind,
-                        strict=strict, console=make_console())
+                        strict=strict, console=make_console(), stats=stats)
     raise typer.Exit(code)
 
 
 def run_syscalls(paths: list[str], *, as_json: bool, pid: int | None, fd_kind: str,
-                 strict: bool, console: Console) -> int:
+                 strict: bool, console: Console, stats: bool = False) -> int:
     """Print the per-syscall counts of strace logs (or -ff directories); return the exit code.
 
-    Bad paths, an unknown fd kind and (with strict) unparsed lines raise WriteshapeError
-    subclasses whose message is the one line the CLI shows.
+    Bad paths, an unknown fd kind and (with strict) input that cannot be trusted raise
+    strace_parsers.StraceError subclasses whose message is the one line the CLI shows.
+    Without strict, each warning is one line on stderr.
     """
+    from strace_parsers import summarize_paths
+
     summary = summarize_paths(paths, pid=pid, fd_kind=fd_kind, strict=strict)
+    for warning in summary.warnings:
+        print(f"writeshape: warning: {warning}", file=sys.stderr)
+    if stats:
+        print(f"writeshape: {summary.lines} lines in {summary.seconds or 0:.3f} s: "
+              f"{summary.lines_per_s or 0:,.0f} lines/s ({summary.implementation} counter)",
+              file=sys.stderr)
     if as_json:
         console.print(json.dumps(summary.to_json(), indent=2), markup=False, highlight=False,
                       soft_wrap=True)
@@ -67,6 +84,10 @@ def run_syscalls(paths: list[str], *, as_json: bool, pid: int | None, fd_kind: s
 
 def render_table(summary: Summary) -> Table:
     """A rich table of the per-syscall tallies, busiest syscall first."""
+    from rich.table import Table
+
+    from strace_parsers import WRITE_FAMILY
+
     table = Table(title="syscalls", show_footer=False)
     for col in ("syscall", "calls", "errors", "bytes", "seconds", "unreturned"):
         table.add_column(col, justify="left" if col == "syscall" else "right")

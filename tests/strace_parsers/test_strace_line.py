@@ -155,3 +155,29 @@ def test_truncated_last_line_is_kept_apart_from_unparsed() -> None:
     reader = StraceReader()
     assert reader.feed('123 write(3, "abc', 1, last=True)
     assert (reader.truncated, reader.unparsed) == (1, 0)
+
+
+def test_a_result_with_leading_zeros_is_decimal_not_a_traceback() -> None:
+    events = _events(["write(1, \"x\", 1) = 012\n", "mmap(NULL, 8192) = 0x7f12\n"])
+    assert [e.retval for e in events if isinstance(e, SyscallEvent)] == [12, 0x7F12]
+
+
+def test_strace_parsers_stands_alone() -> None:
+    """It imports nothing from the toolkit that uses it, and its errors have one base."""
+    import subprocess
+    import sys
+
+    code = ("import sys, strace_parsers\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'toolkit'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
+    from strace_parsers import (
+        StraceError,
+        StraceInputError,
+        StraceParseError,
+        StraceUsageError,
+    )
+
+    for cls in (StraceInputError, StraceParseError, StraceUsageError):
+        assert issubclass(cls, StraceError) and cls.__module__ == "strace_parsers.errors"

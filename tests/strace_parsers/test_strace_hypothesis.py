@@ -1,4 +1,5 @@
-"""Arbitrary text never crashes or hangs the parser, and every line is accounted for."""
+"""Arbitrary text never crashes or hangs the parser, every line is accounted for, and every
+counting path (C counter, pure-Python block scan, event reader) gives the same figures."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_strace_oracle import tallies
 
 from strace_parsers import (
+    NATIVE_COUNTER,
     StraceReader,
     SyscallEvent,
     UnparsedLineEvent,
@@ -25,6 +28,17 @@ FRAGMENTS = [
     "% time     seconds  usecs/call     calls    errors syscall",
     "------ ----------- ----------- --------- --------- ----------------", "strace: Process 9 ",
     "attached", "{iov_base=\"x\", iov_len=1}", "[", "]", "{", "}", "(", "<", ">", " ", "...",
+    # what the C counter and the block scan read: prefixes, gather writes, annotations, results
+    "[pid 7<py>] ", "7<comm> ", "11:22:33 ", "   0.000123 ", "11:22:33.1 (+     0.000012) ",
+    "[ 0000ab] ", "writev(", "sendmmsg(", "sendto(", "splice(", "pwritev(", "???(",
+    "<... writev resumed>", "<... sendmsg resumed>", " <detached ...>", "<unfinished ...>",
+    "5<TCPv6:[[::1]:1->[::1]:2]>, ", "4<socket:[9]>, ", "1</dev/null<char 1:3>>, ",
+    "6<pipe:[3]>, ", "7<anon_inode:[eventfd]>", "9<\\x2fdev>", "3<TCP>", "-1, ", ", 012",
+    ")  = 7", ") = 012", ") = 0x1f", ") = -1", " E?? (", " 512 (", ") = ? <unavailable>",
+    " <12.5>", " <0.1234567891>", "+++ killed by SIGKILL +++", "strace: Process 9 attached",
+    "{iov_base=\"ab\"..., iov_len=20}", "[{iov_base=\"y\", iov_len=3}, ...]", "...]",
+    "msg_iovlen=2", "msg_len=5", "é", "\x1c", "\r", "\t", " > /lib/x.so(f+0x1) [0x2]",
+    " 12.50    0.000100          10        10         2 write", "= 99999999999999999999",
 ]
 strace_like = st.lists(st.sampled_from(FRAGMENTS), max_size=8).map("".join)
 any_line = st.one_of(strace_like, st.text(max_size=60))
@@ -45,23 +59,25 @@ def test_every_line_is_parsed_unparsed_or_truncated(lines: list[str]) -> None:
     assert reader.unparsed == sum(isinstance(e, UnparsedLineEvent) for e in events)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+IMPLEMENTATIONS = ["c", "python"] if NATIVE_COUNTER else ["python"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(line_lists, st.booleans())
-def test_counting_path_agrees_with_event_path_on_any_text(lines: list[str],
-                                                         final_newline: bool) -> None:
+def test_counting_paths_agree_with_the_event_path_on_any_text(lines: list[str],
+                                                             final_newline: bool) -> None:
     text = "\n".join(lines) + ("\n" if final_newline and lines else "")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "t.log"
         path.write_text(text, encoding="utf-8", errors="surrogateescape")
-        fast = summarize_paths([str(path)])
         slow = summarize_events(iter_events(str(path)))
         events = list(iter_events(str(path)))
-    assert fast.lines == text.count("\n") + (0 if text.endswith("\n") or not text else 1)
-    assert fast.unparsed == sum(isinstance(e, UnparsedLineEvent) for e in events)
-
-    def key(s):  # type: ignore[no-untyped-def]
-        return {n: (x.calls, x.errors, x.bytes, x.unreturned, x.iov_count)
-                for n, x in s.syscalls.items()}
-
-    assert key(fast) == key(slow)
+        counted = {impl: summarize_paths([str(path)], implementation=impl)  # type: ignore[arg-type]
+                   for impl in IMPLEMENTATIONS}
+    for fast in counted.values():
+        assert fast.lines == text.count("\n") + (0 if text.endswith("\n") or not text else 1)
+        assert fast.unparsed == sum(isinstance(e, UnparsedLineEvent) for e in events)
+        assert (fast.truncated, fast.orphan_resumed, fast.signals, fast.exits) == (
+            slow.truncated, slow.orphan_resumed, slow.signals, slow.exits)
+        assert tallies(fast) == tallies(slow)
     assert all(isinstance(e.name, str) for e in events if isinstance(e, SyscallEvent))
