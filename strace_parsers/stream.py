@@ -219,9 +219,19 @@ def expand_sources(paths: Iterable[str | os.PathLike[str]]) -> list[Source]:
     out: list[Source] = []
     for raw in paths:
         p = Path(raw)
+        try:
+            p.stat()
+        except FileNotFoundError:
+            pass  # said below, with the advice
+        except OSError as exc:  # a name too long, a loop of links, a directory not allowed
+            raise StraceInputError(f"{str(p)[:200]}: {exc.strerror}") from None
         if p.is_dir():
             found = []
-            for child in p.iterdir():
+            try:
+                children = list(p.iterdir())
+            except OSError as exc:
+                raise StraceInputError(f"{p}: cannot list ({exc.strerror})") from None
+            for child in children:
                 m = _FF_RE.fullmatch(child.name)
                 if m is not None and child.is_file():
                     found.append((int(m.group(1)), child.name, child))

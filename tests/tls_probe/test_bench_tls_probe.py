@@ -54,11 +54,14 @@ TOTAL_BYTES = 1 << 20
 WRITES_PER_FLUSH = {"flush1m": 64, "flush64k": 4, "per_write": 1}
 # Minimum throughput of the instrumented path relative to the uninstrumented one: the
 # issue's 0.95 with the C counter (measured 0.97-0.99 per_write, the worst case). The
-# pure-Python counter measured 0.88-0.90 per_write, 0.91-0.95 per flush of 64 KiB or
+# pure-Python counter measured 0.88-0.92 per_write, 0.91-0.97 per flush of 64 KiB or
 # more (a few hundred ns of bytecode per flush against ~6 us of AES per 16 KiB): it
-# does not meet the target and is guarded against regressions only.
+# does not meet the target; asserted at 0.85 in this micro benchmark. On the server's
+# own TLS path (test_server_tls_path_ratio) it measured 0.92-1.00 across the strategies,
+# which the README states as "3% to 10%": asserted there at 0.88.
 MIN_RATIO = 0.95
-PY_MIN_RATIO = 0.82
+PY_MIN_RATIO = 0.85
+PY_SERVER_PATH_MIN_RATIO = 0.88
 ROUNDS = 300
 COUNTERS = {"c": True, "py": False}
 
@@ -268,7 +271,7 @@ def test_server_tls_path_ratio(
     runs = Interleaved(variants["plain"][2], variants["counted"][2])
     benchmark.group = f"tls-server-path-1MiB-interleaved-{counter}"
     run_rounds(benchmark, runs.round, SERVER_PATH_ROUNDS, warmup_rounds=5)
-    floor = MIN_RATIO if COUNTERS[counter] else PY_MIN_RATIO
+    floor = MIN_RATIO if COUNTERS[counter] else PY_SERVER_PATH_MIN_RATIO
     ratio = runs.checked_ratio(floor, benchmark.extra_info)
     counted = variants["counted"][0]
     assert isinstance(counted, InstrumentedTLS)

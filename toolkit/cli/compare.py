@@ -25,6 +25,13 @@ def _names(text: str | None) -> list[str] | None:
     return None if text is None else [s.strip() for s in text.split(",") if s.strip()]
 
 
+def exit_code(rows: list[ResultRow]) -> int:
+    """1 when the result is not clean: a failed request, a cell error, a self-count that
+    disagrees with strace (the rows are kept and flagged all the same); else 0."""
+    return 1 if any(r.failures or r.error or r.self_count_matches_strace is False
+                    for r in rows) else 0
+
+
 def _repeat(text: str) -> int | None:
     if text == "auto":
         return None
@@ -33,9 +40,33 @@ def _repeat(text: str) -> int | None:
     return int(text)
 
 
+# What a row's label states (its strategy, transport, body size, TLS) and what the runner
+# sets itself: --server-args may not change them, or a row would measure something other
+# than what it is labelled.
+RESERVED_SERVER_FLAGS = {
+    "--strategy": "the strategy is the row's: use --strategies",
+    "--tls": "the transport is the row's: use --transports",
+    "--tls-mode": "use compare --tls-mode",
+    "--body-size": "the body size is the row's: use --body-sizes",
+    "--threads": "use compare --threads",
+    "--host": "the runner places the server", "--port": "the runner picks the port",
+    "--stats-json": "the runner reads the server's stats",
+    "--memory-sample-ms": "the runner samples memory",
+    "--no-tls-probe": "the runner decides where TLS records are counted",
+    "--tls-probe": "the runner decides where TLS records are counted",
+}
+
+
 def check_server_args(args: list[str]) -> None:
-    """Parse --server-args as `serve` would, before any server starts (one-line error)."""
+    """Parse --server-args as `serve` would, before any server starts (one-line error);
+    refuse the flags whose value a row's label states or the runner sets."""
     from toolkit.cli.serve import parse_strategy_flags
+
+    for arg in args:
+        flag = arg.partition("=")[0]
+        if flag in RESERVED_SERVER_FLAGS:
+            raise UsageError(f"--server-args may not set {flag}: "
+                             f"{RESERVED_SERVER_FLAGS[flag]}")
 
     serve_command = typer.main.get_command(app).commands["serve"]  # type: ignore[attr-defined]
     try:
@@ -175,8 +206,4 @@ def compare(
               f"{sum(1 for r in result.rows if r.rounds)} of {len(cfg.cells())} cells measured"
               + (f", saved in {json_path}" if json_path else ""), file=sys.stderr)
         raise typer.Exit(130)
-    # A failed request, a cell error or a self-count that disagrees with strace: the rows
-    # are kept and flagged, and the exit status says the result is not clean.
-    if any(r.failures or r.error or r.self_count_matches_strace is False
-           for r in result.rows):
-        raise typer.Exit(1)
+    raise typer.Exit(exit_code(result.rows))

@@ -185,12 +185,12 @@ def validate(cfg: LoadConfig) -> None:
         raise UsageError("give either a request count or a duration, not both or neither")
     if cfg.requests is not None and cfg.requests < 1:
         raise UsageError("the request count must be at least 1")
-    if cfg.duration_s is not None and cfg.duration_s <= 0:
-        raise UsageError("the duration must be positive")
+    if cfg.duration_s is not None and not 0 < cfg.duration_s <= 86400 * 7:
+        raise UsageError("the duration must be more than 0 and at most a week (604800 s)")
     if cfg.connections < 1 or cfg.streams < 1:
         raise UsageError("connections and streams must be at least 1")
-    if cfg.warmup_requests < 0 or cfg.timeout_s <= 0:
-        raise UsageError("warm-up requests must be >= 0 and the timeout positive")
+    if cfg.warmup_requests < 0 or not 0 < cfg.timeout_s <= 86400:
+        raise UsageError("warm-up requests must be >= 0 and the timeout 0..86400 s")
     if cfg.max_frame_size is not None and not 16384 <= cfg.max_frame_size <= 2**24 - 1:
         raise UsageError("max frame size must be between 16384 and 16777215")
 

@@ -9,6 +9,8 @@ never 0. How each figure is shown lives with its field (toolkit/measure/fields.p
 from __future__ import annotations
 
 import statistics
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -173,8 +175,19 @@ class ResultRow:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ResultRow:
+        """A row from its JSON; a value of the wrong type is a ValueError naming the field
+        (a results file may have been edited, cut or made by something else)."""
+        hints = typing.get_type_hints(cls)
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        for name in ("strategy", "transport", "body_bytes"):
+            if name not in data:
+                raise ValueError(f"no {name!r}")
+        values = {k: v for k, v in data.items() if k in names}
+        for name, value in values.items():
+            if not _conforms(value, hints[name]):
+                raise ValueError(f"{name!r} is {type(value).__name__}, not {hints[name]}")
+        _check_nested(values)
+        return cls(**values)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -182,6 +195,57 @@ class ResultRow:
 
 
 FIGURES = figures_of(ResultRow)
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a field's annotation (shallow: the outer type)."""
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_conforms(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is Any:
+        return True
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    base = origin or hint
+    return isinstance(value, base)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_nested(values: dict[str, Any]) -> None:
+    """The nested figures the reports read: rounds, ratios, verdicts, memory."""
+    for i, rnd in enumerate(values.get("rounds") or []):
+        if not isinstance(rnd, dict) or not isinstance(rnd.get("round"), int):
+            raise ValueError(f"rounds[{i}] is not a round (an object with an int 'round')")
+    for name, ratio in (values.get("ratios") or {}).items():
+        if not isinstance(ratio, dict) or not all(
+                _is_number(ratio.get(k)) for k in ("median", "ci_low", "ci_high")):
+            raise ValueError(f"ratios[{name!r}] lacks a numeric median, ci_low and ci_high")
+    for name, verdict in (values.get("verdicts") or {}).items():
+        if not isinstance(verdict, str):
+            raise ValueError(f"verdicts[{name!r}] is not a string")
+    for name, cv in (values.get("cv") or {}).items():
+        if cv is not None and not _is_number(cv):
+            raise ValueError(f"cv[{name!r}] is not a number")
+    mem = values.get("memory")
+    if mem is not None:
+        slope = mem.get("rss_slope_bytes_per_krequest")
+        series, responses = mem.get("series") or [], mem.get("responses") or []
+        if slope is not None and not (isinstance(slope, dict) and _is_number(
+                slope.get("median"))):
+            raise ValueError("memory.rss_slope_bytes_per_krequest has no numeric median")
+        if not isinstance(series, list) or not isinstance(responses, list) or not all(
+                isinstance(s, list) and len(s) >= 2 and all(_is_number(x) for x in s[:2])
+                for s in series) or not all(_is_number(n) for n in responses):
+            raise ValueError("memory.series is not a list of [s, rss_bytes, heap_bytes]")
+    if not all(isinstance(w, str) for w in values.get("warnings") or []):
+        raise ValueError("warnings are not strings")
 
 
 def median_or_none(values: list[float | int | None]) -> float | None:

@@ -121,7 +121,7 @@ def load_results(path: str) -> CompareResult:
         try:
             rows.append(ResultRow.from_dict(raw))
         except (TypeError, ValueError) as exc:
-            raise UsageError(f"{path}: result {i} is incomplete: {exc}") from None
+            raise UsageError(f"{path}: result {i} does not fit: {exc}") from None
     return CompareResult(meta=data["meta"], rows=rows)
 
 

@@ -81,10 +81,10 @@ class ServerConfig:
             raise UsageError("--max-header-list-size must be at least 1")
         if not 0 <= self.max_bytes_endpoint <= MAX_BYTES_ENDPOINT:
             raise UsageError(f"--max-bytes-endpoint must be 0..{MAX_BYTES_ENDPOINT}")
-        if not self.idle_timeout_s > 0:
-            raise UsageError("--idle-timeout must be more than 0 seconds")
-        if not self.start_timeout_s > 0:
-            raise UsageError("--start-timeout must be more than 0 seconds")
+        if not 0 < self.idle_timeout_s <= 86400:  # also refuses nan
+            raise UsageError("--idle-timeout must be more than 0 and at most 86400 seconds")
+        if not 0 < self.start_timeout_s <= 86400:
+            raise UsageError("--start-timeout must be more than 0 and at most 86400 seconds")
         self.guard_limits().validate()
         return notes
 

@@ -69,8 +69,8 @@ class GuardLimits:
         if self.max_header_block_bytes < 1:  # set from --max-header-list-size
             raise UsageError("--max-header-list-size must be at least 1")
         for name in ("max_control_frames_per_s", "max_resets_per_s"):
-            if getattr(self, name) < 0:
-                raise UsageError(f"--{name.replace('_', '-')} must not be negative")
+            if not 0 <= getattr(self, name) <= 1e9:  # also refuses nan
+                raise UsageError(f"--{name.replace('_', '-')} must be 0 .. 1e9")
         if self.max_settings_entries < 0 or self.max_continuations < 0:
             raise UsageError("--max-settings-entries and --max-continuations must be >= 0")
 
