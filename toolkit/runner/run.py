@@ -3,8 +3,8 @@
 1. A counting run per cell, under real strace (cells.py: ``counting_run``): write
    syscalls, TLS records, the self-count check. A fixed cost, paid first.
 2. Each cell's timing server is started once and lives through all its rounds (untraced,
-   probe-free, sampling its memory): a round runs every cell once, in rotated order, so
-   round *i* of two cells ran side by side and their ratio is paired. Rounds go on until
+   probe-free, sampling its memory): a round runs every cell once, in a shuffled order,
+   so round *i* of two cells ran side by side and their ratio is paired. Rounds go on until
    every judged ratio's interval is within +-``target_half_width`` (at least
    ``min_rounds``), or until the time budget would be overrun (``repeat`` = None), or
    for a fixed number of rounds.
@@ -17,6 +17,7 @@ go to ``on_update`` whenever they change, so an interrupted run keeps what it me
 from __future__ import annotations
 
 import contextlib
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -155,7 +156,12 @@ class Comparison:
 
     def _one_round(self, alive: list[CellState]) -> None:
         r = self.rounds_done
-        order = alive[r % len(alive):] + alive[:r % len(alive)]  # no cell always first
+        # A fresh order every round (seeded: reproducible). Rotation alone kept neighbours
+        # together: an A/A pair ran back to back in 11 of 12 rounds and the second ran
+        # ~8% faster (a 1.08x "better" in one A/A run); shuffled, no cell has a fixed
+        # place or neighbour.
+        order = list(alive)
+        random.Random(r).shuffle(order)
         for state in order:
             assert state.server is not None
             self._say(f"round {r + 1}: {_describe(state.cell)}")
