@@ -69,16 +69,34 @@ def _settled_stats(srv: ControlledServer, timeout_s: float) -> tuple[dict[str, A
         time.sleep(0.02)
 
 
+def _cpu_s(srv: ControlledServer, stats: dict[str, Any]) -> float | None:
+    """The server's CPU time as it reports it (ns), else as psutil sees it (10 ms ticks)."""
+    ns = stats.get("process_cpu_ns")
+    if isinstance(ns, int):
+        return ns / 1e9
+    return process_cpu_s(srv.server_pid)
+
+
 def take_snapshot(srv: ControlledServer, *, after_load: bool = False,
                   timeout_s: float = 10.0) -> Snapshot:
-    """The server's counters, memory and CPU time. The CPU time is read next to the load
-    (last before it, first after it): the control requests' own work stays outside."""
-    cpu_s = process_cpu_s(srv.server_pid) if after_load else None
-    stats, settled = _settled_stats(srv, timeout_s)
-    mem = srv.mem()  # after /stats: /mem collects garbage, which must not land in the load
-    if not after_load:
-        cpu_s = process_cpu_s(srv.server_pid)
-    return Snapshot(stats=stats, mem=mem, cpu_s=cpu_s, settled=settled)
+    """The server's counters, memory and CPU time, read next to the load: before it, /mem
+    (which collects garbage) first and /stats last; after it, /stats first. The control
+    requests' own work stays outside the delta."""
+    if after_load:
+        stats, settled = _settled_stats(srv, timeout_s)
+        mem = srv.mem()
+    else:
+        mem = srv.mem()
+        stats, settled = _settled_stats(srv, timeout_s)
+    return Snapshot(stats=stats, mem=mem, cpu_s=_cpu_s(srv, stats), settled=settled)
+
+
+def refreshed(srv: ControlledServer, last: Snapshot) -> Snapshot:
+    """The previous round's closing snapshot made current again for the next round: the
+    server was idle since, so its memory stands; its counters and CPU time are read anew
+    (one /stats, next to the load)."""
+    stats = srv.stats()
+    return Snapshot(stats=stats, mem=last.mem, cpu_s=_cpu_s(srv, stats), settled=last.settled)
 
 
 def dig(d: Any, *path: str) -> Any:

@@ -20,7 +20,7 @@ from toolkit.clients.drivers import run_driver
 from toolkit.clients.summary import LoadSummary
 from toolkit.errors import WriteshapeError
 from toolkit.measure.rows import CountingSample, TimingSample
-from toolkit.measure.snapshot import Snapshot, process_cpu_s, take_snapshot, timing_sample
+from toolkit.measure.snapshot import Snapshot, refreshed, take_snapshot, timing_sample
 from toolkit.probes.alloc import measure_alloc_per_response
 from toolkit.runner.config import Cell, CompareConfig
 from toolkit.server.process import ServerOptions, ServerProcess, ServerStartError
@@ -88,11 +88,8 @@ class CellRunner:
                      before: Snapshot | None = None) -> tuple[TimingSample, Snapshot]:
         """One timing round of a cell on its server: snapshot, load, snapshot. ``before``:
         the previous round's closing snapshot (the server was idle since), which saves a
-        snapshot per round; its CPU time is read again, next to the load."""
-        if before is None:
-            before = take_snapshot(srv)
-        else:
-            before = dataclasses.replace(before, cpu_s=process_cpu_s(srv.server_pid))
+        settled wait and a collection per round."""
+        before = take_snapshot(srv) if before is None else refreshed(srv, before)
         started = datetime.now(UTC).isoformat(timespec="milliseconds")
         load = self.load(f"{srv.url}/", self.cfg.timing_requests(cell.body_bytes))
         after = take_snapshot(srv, after_load=True)
