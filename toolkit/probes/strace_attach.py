@@ -163,8 +163,10 @@ def count_window(log_path: str, pids: Sequence[int], duration_s: float) -> Windo
     writes = {n: s for n, s in tcp.syscalls.items() if n in WRITE_FAMILY and s.calls}
     other = {n: s.calls - (tcp.syscalls[n].calls if n in tcp.syscalls else 0)
              for n, s in every.syscalls.items() if n in WRITE_FAMILY}
+    cut = sum(s.unreturned for n, s in tcp.syscalls.items() if n in WRITE_FAMILY)
+    notes = [f"{cut} call(s) still running at the detach: not counted"] if cut else []
     return WindowCounts(
-        counter="strace", scope="tcp", pids=tuple(pids), duration_s=duration_s,
+        counter="strace", scope="tcp", notes=notes, pids=tuple(pids), duration_s=duration_s,
         calls={n: s.calls for n, s in sorted(writes.items())},
         bytes=sum(s.bytes for s in writes.values()),
         errors=sum(s.errors for s in writes.values()),

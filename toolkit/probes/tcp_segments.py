@@ -57,17 +57,25 @@ class TcpSegmentsProbe:
         self.error: str | None = None
 
     def _read(self, addrs: list[tuple[str, int]]) -> tuple[dict[int, TcpConnCounters],
-                                                            dict[int, int]]:
-        """Server sockets by client port; the client sockets' data_segs_in by port."""
+                                                            dict[int, TcpConnCounters]]:
+        """Server sockets by client port, and the client's sockets by port (when the client
+        lives in this namespace), read until nothing is in flight between them: every byte
+        the server sent once has been received (up to 0.2 s)."""
         ports = {port for _, port in addrs}
-        rows = read_tcp_connections(local_port=self.server_port, netns=self.netns)
-        server = {r.remote_port: r for r in rows if r.remote_port in ports}
-        client: dict[int, int] = {}
-        if self.netns is None:  # the client lives here: its sockets are in the same dump
-            for r in read_tcp_connections(remote_port=self.server_port):
-                if r.local_port in ports:
-                    client[r.local_port] = r.data_segs_in
-        return server, client
+        deadline = time.monotonic() + 0.2
+        while True:
+            rows = read_tcp_connections(local_port=self.server_port, netns=self.netns)
+            server = {r.remote_port: r for r in rows if r.remote_port in ports}
+            client: dict[int, TcpConnCounters] = {}
+            if self.netns is None:
+                client = {r.local_port: r for r in
+                          read_tcp_connections(remote_port=self.server_port)
+                          if r.local_port in ports}
+            in_flight = [p for p, s in server.items() if p in client
+                         and s.bytes_sent - s.bytes_retrans != client[p].bytes_received]
+            if not in_flight or time.monotonic() > deadline:
+                return server, client
+            time.sleep(0.005)
 
     def on_open(self, addrs: list[tuple[str, int]]) -> None:
         try:
@@ -75,7 +83,7 @@ class TcpSegmentsProbe:
         except TcpInfoUnavailable as exc:
             self.error = str(exc)
             return
-        self._client_in = {p: (n, n) for p, n in client.items()}
+        self._client_in = {p: (c.data_segs_in, c.data_segs_in) for p, c in client.items()}
 
     def before_close(self, addrs: list[tuple[str, int]]) -> None:
         if self.error is not None:
@@ -85,7 +93,8 @@ class TcpSegmentsProbe:
         except TcpInfoUnavailable as exc:
             self.error = str(exc)
             return
-        self._client_in = {p: (self._client_in.get(p, (0, 0))[0], n) for p, n in client.items()}
+        self._client_in = {p: (self._client_in.get(p, (0, 0))[0], c.data_segs_in)
+                           for p, c in client.items()}
 
     def result(self) -> ServerSegments | str:
         """The counters' growth, or why there is none (one line)."""
