@@ -5,6 +5,7 @@ strace -yy only TCP sockets: the difference is what strace saw on other fds."""
 from __future__ import annotations
 
 import shlex
+import subprocess
 import sys
 
 import pytest
@@ -60,3 +61,22 @@ def test_perf_agrees_with_strace_on_nginx(transport: str) -> None:
         perf, strace = _both_counters(srv.target)
     _agree(perf, strace)
     assert strace.other_fd_calls == 0  # access_log off: nothing but the sockets
+
+
+def test_both_counters_follow_processes_forked_inside_the_window() -> None:
+    # perf -p opens inherited counters, strace -f follows forks: three children forked
+    # after the window opened write 100 times each (to a pipe: not TCP, so strace puts
+    # them among the other fds, and perf counts them like any write).
+    code = ("import os, time\ntime.sleep(0.3)\nfor _ in range(3):\n"
+            "    if os.fork() == 0:\n        [os.write(1, b'x') for _ in range(100)]\n"
+            "        os._exit(0)\n    os.wait()\n")
+    counts = {}
+    for window_type in (PerfWindow, StraceWindow):
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+        with window_type([proc.pid]) as window:
+            out, _ = proc.communicate(timeout=30)
+        assert out == b"x" * 300
+        counts[window_type.__name__] = window.counts
+    assert counts["PerfWindow"].calls == {"write": 300}
+    strace = counts["StraceWindow"]
+    assert strace.calls == {} and strace.other_fd_by_syscall == {"write": 300}

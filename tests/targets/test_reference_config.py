@@ -30,17 +30,24 @@ def _layout(tmp: Path, tls: bool, cert: tuple[str, str] | None = None) -> Refere
         (tmp / kind).mkdir(exist_ok=True)
     return ReferenceLayout(host="127.0.0.1", port=18443, tls=tls, root=str(tmp / "root"),
                            tmp=str(tmp), cert_path=cert[0] if cert else None,
-                           key_path=cert[1] if cert else None, as_root=True)
+                           key_path=cert[1] if cert else None)
 
 
 def test_nginx_config_h2c_keeps_the_body_in_userspace(tmp_path: Path) -> None:
     text = nginx.render_config(_layout(tmp_path, tls=False))
     assert "listen 127.0.0.1:18443 http2;" in text  # h2c with prior knowledge (1.22)
     for line in ("sendfile off;", "worker_processes 1;", "access_log off;", "daemon off;",
-                 "http2_chunk_size 8k;", "output_buffers 2 32k;", "user root;",
+                 "http2_chunk_size 8k;", "output_buffers 2 32k;",
                  "keepalive_requests 1000000;", f"root {tmp_path}/root;"):
         assert line in text, line
     assert "ssl" not in text
+
+
+def test_nginx_listens_on_ipv6_in_brackets(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    text = nginx.render_config(replace(_layout(tmp_path, tls=False), host="::1"))
+    assert "listen [::1]:18443 http2;" in text
 
 
 def test_nginx_config_tls(tmp_path: Path) -> None:

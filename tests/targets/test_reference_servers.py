@@ -17,7 +17,7 @@ from toolkit.probes.strace_attach import StraceWindow
 from toolkit.probes.tcp_segments import wait_server_closed
 from toolkit.probes.window import WRITE_SYSCALLS
 from toolkit.protocol.body import BodyStore
-from toolkit.targets import ReferenceServer
+from toolkit.targets import ReferenceServer, TargetStartError
 
 BODY = 200_000  # several frames, records and output buffers; not a power of two
 REQUESTS = 60
@@ -27,7 +27,7 @@ _TCP_CALL = re.compile(r"^\d+ +(" + "|".join(WRITE_SYSCALLS) + r")\(\d+<TCPv?6?:
 
 def _curl(url: str, out: Path, tls: bool) -> str:
     proto = ["--http2", "-k"] if tls else ["--http2-prior-knowledge"]
-    proc = subprocess.run(["curl", "-sS", *proto, "-o", str(out), "-w", "%{http_version}",
+    proc = subprocess.run(["curl", "-sSf", *proto, "-o", str(out), "-w", "%{http_version}",
                            url], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
@@ -71,3 +71,22 @@ def test_reference_server_bodies_and_write_counts(tmp_path: Path, name: str,
     assert counts.errors == 0 or counts.errors < counts.total_calls
     assert not [p for p in pids if psutil.pid_exists(p)
                 and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_user_config_with_placeholders(tmp_path: Path) -> None:
+    conf = tmp_path / "mine.conf"
+    conf.write_text(
+        "daemon off; worker_processes 1; pid {{tmp}}/n.pid; error_log stderr;\n"
+        "events {}\nhttp { access_log off; sendfile off; http2_chunk_size 16k;\n"
+        "  client_body_temp_path {{tmp}}/client_body;\n"
+        "  server { listen {{host}}:{{port}} http2; root {{root}}; } }\n")
+    with ReferenceServer("nginx", body_bytes=BODY, config_path=str(conf)) as srv:
+        assert srv.config_text is not None and "http2_chunk_size 16k;" in srv.config_text
+        _curl(srv.url, tmp_path / "body", tls=False)
+    assert (tmp_path / "body").read_bytes() == bytes(BodyStore(BODY).view(BODY))
+    # The same config on IPv6 lacks the brackets nginx wants: its own words, one line.
+    with pytest.raises(TargetStartError) as err:
+        ReferenceServer("nginx", config_path=str(conf), host="::1").start()
+    line = str(err.value)
+    assert "\n" not in line and "exited with status 1" in line
+    assert 'invalid port in "::1:' in line

@@ -10,8 +10,6 @@ Chosen settings, and why (everything else is h2o 2.2's default):
   copies DATA frames into a connection write buffer (about 80 KiB per writev in h2c); under
   TLS it sizes records itself (small ones for the first bytes of a connection, then
   16 KiB; not configurable in 2.2). Nothing to switch: it has no sendfile path for HTTP/2.
-- as root, ``user: root``: h2o otherwise switches to nobody and cannot read writeshape's
-  private (0700) temporary folder.
 - its default crash handler stays: a ``perl annotate-backtrace-symbols`` child that only
   reads, so the profiled tree has two processes.
 - TLS: ``minimum-version: TLSv1.2``; OpenSSL negotiates 1.3 when the client offers it.
@@ -34,8 +32,6 @@ def render_config(layout: ReferenceLayout) -> str:
     q = json.dumps  # a JSON string is a valid YAML scalar, whatever the path holds
     lines = ["# written by writeshape (toolkit/targets/h2o.py)",
              f"num-threads: {SETTINGS['num-threads']}"]
-    if layout.as_root:
-        lines.append("user: root")
     lines += ["listen:", f"  host: {q(layout.host)}", f"  port: {layout.port}"]
     if layout.tls:
         lines += ["  ssl:", f"    certificate-file: {q(layout.cert_path)}",

@@ -15,4 +15,3 @@ class ReferenceLayout:
     tmp: str  # writeshape's folder for this server: config, pid file, temp paths
     cert_path: str | None = None  # PEM chain, leaf first (TLS only)
     key_path: str | None = None
-    as_root: bool = False  # writeshape runs as root: keep the server's workers root too

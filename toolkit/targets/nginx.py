@@ -19,8 +19,6 @@ Chosen settings, and why (everything else is nginx 1.22's default):
 - ``worker_processes 1``: one worker, as writeshape's own server is one process.
 - temp paths, pid file and error log (stderr) in writeshape's folder: Debian's compiled-in
   /var/lib/nginx and /run paths need not exist or be writable.
-- as root, ``user root``: workers otherwise switch to nobody and cannot read writeshape's
-  private (0700) temporary folder.
 """
 
 from __future__ import annotations
@@ -37,17 +35,17 @@ SETTINGS = {
 def render_config(layout: ReferenceLayout) -> str:
     s = SETTINGS
     tmp = layout.tmp
-    listen = f"{layout.host}:{layout.port}" + (" ssl" if layout.tls else "") + " http2"
+    host = f"[{layout.host}]" if ":" in layout.host else layout.host  # IPv6 in brackets
+    listen = f"{host}:{layout.port}" + (" ssl" if layout.tls else "") + " http2"
     tls = ""
     if layout.tls:
         tls = (f"        ssl_certificate {layout.cert_path};\n"
                f"        ssl_certificate_key {layout.key_path};\n"
                "        ssl_protocols TLSv1.2 TLSv1.3;\n"
                f"        ssl_buffer_size {s['ssl_buffer_size']};\n")
-    user = "user root;\n" if layout.as_root else ""
     return (
         f"# written by writeshape (toolkit/targets/nginx.py)\n"
-        f"daemon off;\nmaster_process on;\n{user}worker_processes {s['worker_processes']};\n"
+        f"daemon off;\nmaster_process on;\nworker_processes {s['worker_processes']};\n"
         f"pid {tmp}/nginx.pid;\nerror_log stderr warn;\n"
         "events { worker_connections 1024; }\n"
         "http {\n"

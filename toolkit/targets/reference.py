@@ -155,6 +155,10 @@ class ReferenceServer:
         exe = find_program(self.spec)
         self._tmp = tempfile.TemporaryDirectory(prefix=f"writeshape-{self.spec.name}-")
         base = Path(self._tmp.name)
+        # Started as root, nginx's workers and h2o switch to nobody (unless a config says
+        # otherwise): the body and config must be readable to them. Only public test data
+        # lives here; the TLS key is in tls_probe's private folder, read before the switch.
+        base.chmod(0o755)
         root = base / "root"
         write_docroot(root, self.body_bytes)
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
@@ -166,8 +170,7 @@ class ReferenceServer:
             self._certs = make_cert_bundle()
             cert, key = self._certs.cert_pem_path, self._certs.key_pem_path
         layout = ReferenceLayout(host=self.host, port=0, tls=self.transport == "h2",
-                                 root=str(root), tmp=str(base), cert_path=cert, key_path=key,
-                                 as_root=os.geteuid() == 0)
+                                 root=str(root), tmp=str(base), cert_path=cert, key_path=key)
         try:
             self._launch(exe, layout)
         except BaseException:
