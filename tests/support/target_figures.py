@@ -70,7 +70,7 @@ def main() -> None:
                 server: Any = (
                     _writeshape("writev" if transport == "h2c" else "coalesce", transport, body)
                     if name == "writeshape"
-                    else ReferenceServer(name, transport=transport, body_bytes=body).start())
+                    else ReferenceServer(name, transport=transport, body_bytes=body))
                 with server:
                     target = server.target if isinstance(server, ReferenceServer) else server
                     f = _cell(target, requests)

@@ -190,3 +190,16 @@ def test_attach_to_a_pid_that_cannot_be_traced(running_server) -> None:
     line = _one_line(err.value)
     assert f"already traced by process {tracer.pid} (strace)" in line
     assert isinstance(err.value, WriteshapeError)
+
+
+def test_a_program_that_exits_without_stop_leaves_nothing_running() -> None:
+    # h2o started as root switches to nobody, which clears the parent-death signal: the
+    # exit handler stops it.
+    code = ("from toolkit.targets import ReferenceServer\n"
+            "srv = ReferenceServer('h2o').start()\n"
+            "print(*srv.target.pids(), flush=True)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) >= 2 and _running(pids) == []

@@ -13,6 +13,7 @@ running that writeshape started.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shlex
@@ -39,6 +40,17 @@ from toolkit.targets.readiness import NotHttp2, probe_http2, wait_http2
 from toolkit.targets.tree import ProcessTree, TreeUsage
 
 _PR_SET_PDEATHSIG = 1
+# Targets started and not yet stopped: stopped at interpreter exit, as the parent-death
+# signal does not cover everything (the kernel clears it when a process switches user, as
+# h2o does when started as root). A writeshape killed by SIGKILL leaves such servers.
+_RUNNING: set[ProcessTreeTarget] = set()
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:
+    for target in list(_RUNNING):
+        with contextlib.suppress(Exception):
+            target.stop(timeout_s=5.0)
 
 
 def _pdeathsig() -> None:
@@ -108,6 +120,7 @@ class ProcessTreeTarget:
         target = cls(ProcessTree(proc.pid), url, owned=True, proc=proc, lifeline=lifeline,
                      log_path=log_path, label=label or Path(argv[0]).name)
         target._tmp = tmp
+        _RUNNING.add(target)
         try:
             target._wait_ready(start_timeout_s, shlex.join(argv))
         except BaseException:
@@ -220,6 +233,7 @@ class ProcessTreeTarget:
         root's exit status. An attached target is left alone (returns None)."""
         if not self.owned or self._proc is None:
             return self.returncode
+        _RUNNING.discard(self)
         if self._proc.poll() is not None and self._gone(0.0):
             self.returncode = self._proc.returncode  # already stopped (or exited alone)
             return self.returncode

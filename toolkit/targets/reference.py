@@ -152,6 +152,8 @@ class ReferenceServer:
         return f"{scheme}://{host}:{self.layout.port}/"
 
     def start(self) -> ReferenceServer:
+        if self.target is not None:
+            raise TargetStartError(f"{self.spec.name} is already running at {self.url}")
         exe = find_program(self.spec)
         self._tmp = tempfile.TemporaryDirectory(prefix=f"writeshape-{self.spec.name}-")
         base = Path(self._tmp.name)
@@ -219,7 +221,7 @@ class ReferenceServer:
             self._tmp = None
 
     def __enter__(self) -> ReferenceServer:
-        return self.start()
+        return self if self.target is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
