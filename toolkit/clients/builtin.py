@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,12 @@ class LoadConfig:
     # Advertised SETTINGS_MAX_FRAME_SIZE; None keeps the protocol default (16384) so the
     # server's frame shape is the one under test.
     max_frame_size: int | None = None
+    # Called with the local (host, port) of every open connection: once all are open,
+    # before the measured phase, and after it, before they are closed (to read the
+    # server's side of them, e.g. toolkit.probes.tcp_segments). Blocking is fine: no
+    # request is in flight then.
+    on_open: Callable[[list[tuple[str, int]]], object] | None = None
+    before_close: Callable[[list[tuple[str, int]]], object] | None = None
 
 
 
@@ -132,6 +139,8 @@ async def run_load_async(cfg: LoadConfig) -> LoadSummary:
     if not clients:
         return _result(run, cfg, None, target)
 
+    if cfg.on_open is not None:
+        cfg.on_open(_local_addrs(clients))
     watchdog = asyncio.create_task(_watchdog(run))
     try:
         if cfg.warmup_requests:
@@ -144,11 +153,24 @@ async def run_load_async(cfg: LoadConfig) -> LoadSummary:
             run.deadline = t0 + cfg.duration_s
         await _phase(run, ctx, firsts)
         t1 = time.perf_counter() if run.deadline is None else run.deadline
+        if cfg.before_close is not None:
+            cfg.before_close(_local_addrs(clients))
     finally:
         watchdog.cancel()
         for c in clients:
             c.close()
     return _result(run, cfg, t1 - t0, target)
+
+
+def _local_addrs(clients: list[H2LoadConnection]) -> list[tuple[str, int]]:
+    """Local (host, port) of the connections still open (reconnects included)."""
+    addrs = []
+    for c in clients:
+        if c.transport is not None and not c.transport.is_closing():
+            name = c.transport.get_extra_info("sockname")
+            if name:
+                addrs.append((str(name[0]), int(name[1])))
+    return addrs
 
 
 async def _phase(run: RunState, ctx: ssl.SSLContext | None,
@@ -199,12 +221,19 @@ def _result(run: RunState, cfg: LoadConfig, duration_s: float | None, target: Ta
             ) -> LoadSummary:
     lat = run.latency.summary()
     ttfb = run.ttfb.summary()
-    records = record_bytes = None
+    records = record_bytes = handshake = None
+    sizes: dict[int, int] | None = None
     if target.tls:
         counters: list[Any] = [getattr(c.tls, "received", None) for c in run.clients]
         if counters and all(x is not None for x in counters):
             records = sum(int(x.records) for x in counters)
             record_bytes = sum(int(x.record_bytes) for x in counters)
+            handshake = sum(int(x.handshake_records) for x in counters)
+            sizes = {}
+            for x in counters:
+                for size, n in x.sizes.items():
+                    sizes[size] = sizes.get(size, 0) + n
+            sizes = dict(sorted(sizes.items()))
     mbytes = rate(run.body_bytes, duration_s)
     return LoadSummary(
         driver="builtin",
@@ -226,6 +255,8 @@ def _result(run: RunState, cfg: LoadConfig, duration_s: float | None, target: Ta
         streams=cfg.streams,
         tls_records_received=records,
         tls_record_bytes_received=record_bytes,
+        tls_record_sizes_received=sizes,
+        tls_handshake_records_received=handshake,
         transport=target.transport,
         url=cfg.url,
         warmup_requests=cfg.warmup_requests,

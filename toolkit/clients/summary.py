@@ -32,6 +32,10 @@ class LoadSummary:
     # TLS records the client received (built-in client only: it reads every record).
     tls_records_received: int | None = None
     tls_record_bytes_received: int | None = None
+    # The same records by wire size (5-byte header included) -> count, and how many of
+    # them came during the handshakes (per connection, not per response).
+    tls_record_sizes_received: dict[int, int] | None = None
+    tls_handshake_records_received: int | None = None
     transport: str = "h2c"
     url: str = ""
     warmup_requests: int = 0
