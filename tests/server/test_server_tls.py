@@ -75,7 +75,9 @@ def test_record_shapes_for_1MiB_bodies(start_server, strategy):
     if STRATEGIES[strategy].shape.header_records:
         assert minimum + FRAMES_PER_MIB <= shape["records"] <= minimum + FRAMES_PER_MIB + 6, \
             shape
-        assert shape["sizes"].get(TLS13_RECORD_OF_9_BYTES, 0) >= FRAMES_PER_MIB
+        # (The first frame header may share a record with the HEADERS before it: chain
+        # copies small segments behind each other.)
+        assert shape["sizes"].get(TLS13_RECORD_OF_9_BYTES, 0) >= FRAMES_PER_MIB - 1
     else:
         assert minimum <= shape["records"] <= minimum + 4, shape
 
