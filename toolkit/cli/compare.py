@@ -153,14 +153,14 @@ def compare(
     markdown_path: Annotated[Path | None, typer.Option("--markdown")] = None,
     server_args: Annotated[str | None, typer.Option(
         help='passed to every server, e.g. "--coalesce-records-per-send 4"')] = None,
+    servers: Annotated[str | None, typer.Option(
+        help="reference servers as rows beside the strategies: nginx,h2o,nghttpd")] = None,
+    counter: Annotated[str, typer.Option(
+        help="strace (a counting run) or perf (also inside the timing rounds)")] = "strace",
 ) -> None:
     """Compare write strategies: throughput, latency, memory, syscalls, TLS records."""
-    from toolkit.reports.files import ResultFiles
-    from toolkit.reports.terminal import render_comparison
-    from toolkit.runner import CompareResult
     from toolkit.runner.config import PRESETS
     from toolkit.runner.config import preset as preset_config
-    from toolkit.runner.result import collect_meta
     from toolkit.sizes import parse_size_list
 
     cfg = preset_config(preset)
@@ -173,8 +173,9 @@ def compare(
         streams=streams, max_seconds=max_seconds, noise_threshold=noise_threshold,
         driver=driver, strace=not no_strace,
         alloc_probe=not no_alloc, baseline=baseline, threads=threads, tls_mode=tls_mode,
-        netns=netns, mtu=mtu, rate=rate, delay_ms=delay_ms,
-        server_args=shlex.split(server_args) if server_args else None)
+        netns=netns, mtu=mtu, rate=rate, delay_ms=delay_ms, counter=counter,
+        server_args=shlex.split(server_args) if server_args else None,
+        servers=_names(servers))
     if repeat is not None:
         cfg.repeat = _repeat(repeat)
     check_server_args(cfg.server_args)
@@ -182,8 +183,21 @@ def compare(
     for flag, out in (("--json", json_path), ("--csv", csv_path), ("--markdown", markdown_path)):
         check_writable(out, flag)
 
+    execute(cfg, json_path=json_path, csv_path=csv_path, markdown_path=markdown_path)
+
+
+def execute(cfg: CompareConfig, *, json_path: Path | None, csv_path: Path | None,
+            markdown_path: Path | None, meta: dict[str, object] | None = None) -> None:
+    """Run a validated comparison under a progress bar, the files rewritten every round,
+    the tables drawn at the end; exits with its status (compare and profile)."""
+    from toolkit.reports.files import ResultFiles
+    from toolkit.reports.terminal import render_comparison
+    from toolkit.runner import CompareResult
+    from toolkit.runner.result import collect_meta
+
     result = CompareResult(meta=collect_meta(cfg, "writeshape " + " ".join(sys.argv[1:])),
                            rows=[])
+    result.meta.update(meta or {})
     files = ResultFiles(result, json_path=str(json_path) if json_path else None,
                         csv_path=str(csv_path) if csv_path else None,
                         markdown_path=str(markdown_path) if markdown_path else None,

@@ -221,7 +221,7 @@ def _result(run: RunState, cfg: LoadConfig, duration_s: float | None, target: Ta
             ) -> LoadSummary:
     lat = run.latency.summary()
     ttfb = run.ttfb.summary()
-    records = record_bytes = handshake = None
+    records = record_bytes = handshake = app_bytes = None
     sizes: dict[int, int] | None = None
     if target.tls:
         counters: list[Any] = [getattr(c.tls, "received", None) for c in run.clients]
@@ -229,6 +229,7 @@ def _result(run: RunState, cfg: LoadConfig, duration_s: float | None, target: Ta
             records = sum(int(x.records) for x in counters)
             record_bytes = sum(int(x.record_bytes) for x in counters)
             handshake = sum(int(x.handshake_records) for x in counters)
+            app_bytes = sum(int(x.application_record_bytes) for x in counters)
             sizes = {}
             for x in counters:
                 for size, n in x.sizes.items():
@@ -257,6 +258,7 @@ def _result(run: RunState, cfg: LoadConfig, duration_s: float | None, target: Ta
         tls_record_bytes_received=record_bytes,
         tls_record_sizes_received=sizes,
         tls_handshake_records_received=handshake,
+        tls_application_record_bytes_received=app_bytes,
         transport=target.transport,
         url=cfg.url,
         warmup_requests=cfg.warmup_requests,

@@ -29,8 +29,10 @@ def resolve_driver(driver: str) -> str:
 
 
 def run_driver(driver: str, url: str, *, requests: int, connections: int, streams: int,
-               timeout_s: float = 60.0) -> LoadSummary:
-    """``requests`` requests over ``connections`` x ``streams`` to ``url``."""
+               timeout_s: float = 60.0, verify_body: bool = True) -> LoadSummary:
+    """``requests`` requests over ``connections`` x ``streams`` to ``url``. The built-in
+    client checks every body against writeshape's pattern unless ``verify_body`` is off
+    (another server's content); h2load checks statuses and lengths only."""
     if driver == "h2load":
         from toolkit.clients.h2load import run_h2load
 
@@ -41,4 +43,4 @@ def run_driver(driver: str, url: str, *, requests: int, connections: int, stream
 
     return run_load(LoadConfig(url=url, requests=requests, connections=connections,
                                streams=streams, warmup_requests=0, insecure=True,
-                               timeout_s=timeout_s))
+                               timeout_s=timeout_s, verify_body=verify_body))

@@ -48,12 +48,17 @@ class H2Fetcher:
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock: socket.socket = raw
         if parts.scheme == "https":
+            # Checked against ca_pem_path, or the system's CAs, unless insecure.
             ctx = ssl.create_default_context(cafile=ca_pem_path)
-            if insecure or ca_pem_path is None:
+            if insecure:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
             ctx.set_alpn_protocols(["h2"])
-            self.sock = ctx.wrap_socket(raw, server_hostname=parts.hostname)
+            try:
+                self.sock = ctx.wrap_socket(raw, server_hostname=parts.hostname)
+            except (ssl.SSLError, OSError) as exc:
+                raw.close()
+                raise WriteshapeError(f"TLS with {parts.netloc} failed: {exc}") from exc
         self.conn = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding="latin-1"))
         self.conn.initiate_connection()

@@ -36,6 +36,7 @@ class LoadSummary:
     # them came during the handshakes (per connection, not per response).
     tls_record_sizes_received: dict[int, int] | None = None
     tls_handshake_records_received: int | None = None
+    tls_application_record_bytes_received: int | None = None
     transport: str = "h2c"
     url: str = ""
     warmup_requests: int = 0

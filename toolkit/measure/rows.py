@@ -48,6 +48,7 @@ class TimingSample:
     rss_bytes_before: int | None = None
     live_heap_bytes_before: int | None = None
     live_heap_bytes_after: int | None = None
+    perf_write_syscalls: int | None = None  # perf's count around the load (--counter perf)
 
     def round_record(self) -> dict[str, Any]:
         """The row's ``rounds`` entry for this run (contract: ROW.rounds)."""
@@ -62,6 +63,7 @@ class TimingSample:
             "rss_bytes_after": self.server_rss_bytes_after,
             "live_heap_bytes_before": self.live_heap_bytes_before,
             "live_heap_bytes_after": self.live_heap_bytes_after,
+            "perf_write_syscalls_per_response": per(self.perf_write_syscalls, self.responses),
         }
 
 
@@ -82,6 +84,8 @@ class CountingSample:
     tls_record_bytes: int | None = None
     tls_ssl_writes: int | None = None
     tls_plaintext_bytes: int | None = None
+    # A server that is not writeshape's: its segments, read from outside (sock_diag).
+    tcp_data_segments: int | None = None
 
 
 
@@ -136,6 +140,10 @@ class ResultRow:
         "TCP segs/resp", "segments", fmt="{:.1f}", better="lower", ratio=True,
         description="TCP data segments per response", group="shape")
     self_count_matches_strace: bool | None = figure("self=strace", fmt="bool", group="shape")
+    perf_write_syscalls_per_response: float | None = figure(
+        "perf writes/resp", "calls", fmt="{:.1f}", better="lower",
+        description="write syscalls per response, perf in the timing rounds (any fd)",
+        group="shape")
     # Beyond the contract: identity, spread, provenance, cross-checks.
     label: str = ""  # unique per row: the strategy, "single#2", or a server's name
     server: str = "writeshape"
@@ -162,6 +170,8 @@ class ResultRow:
     rounds: list[dict[str, Any]] = field(default_factory=list)
     ratios: dict[str, dict[str, float]] | None = None
     verdicts: dict[str, str] | None = None
+    # Each judged figure's own median over the rounds and its 95% interval.
+    intervals: dict[str, dict[str, float] | None] | None = None
     cv: dict[str, float | None] = field(default_factory=dict)
     memory: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
@@ -272,6 +282,8 @@ def counting_figures(c: CountingSample) -> dict[str, Any]:
         "strace_write_syscalls": c.syscalls,
         "counting_responses": c.responses,
         "strace_unparsed_lines": c.unparsed_lines,
+        **({"tcp_data_segments_per_response": per(c.tcp_data_segments, c.responses)}
+           if c.tcp_data_segments is not None else {}),
         **tls_figures(c.tls_records, c.tls_record_bytes, c.tls_plaintext_bytes,
                       c.tls_ssl_writes, c.responses),
     }
@@ -318,6 +330,7 @@ def timing_figures(timing: list[TimingSample]) -> dict[str, Any]:
         "live_heap_delta_bytes": as_int(med("live_heap_delta_bytes")),
         "tcp_data_segments_per_response": med_per_response("tcp_data_segments"),
         "tcp_bytes_per_response": med_per_response("tcp_bytes_sent"),
+        "perf_write_syscalls_per_response": med_per_response("perf_write_syscalls"),
         "tls_records_received_per_response": med_per_response("tls_records_received_client"),
         "repeat": len(timing),
         "req_per_s_min": min(rps) if rps else None,

@@ -34,6 +34,7 @@ NOISE_THRESHOLD = 0.05
 # h2c and 23-29 KiB/1k on h2 (new TLS connections every round: the session cache).
 GROWTH_BYTES_PER_KREQUEST = 64 << 10
 _MIN_IDLE_SAMPLES = 10
+MIN_TRAFFIC_POINTS = 6  # distinct request counts (rounds) a memory verdict needs
 
 
 def baseline_row(rows: Sequence[ResultRow], row: ResultRow, baseline: str) -> ResultRow | None:
@@ -63,6 +64,9 @@ def judge(rows: Sequence[ResultRow], baseline: str, threshold: float = NOISE_THR
     for row in rows:
         row.cv = {name: coefficient_of_variation([r.get(name) for r in row.rounds])
                   for name in SPREAD}
+        own = {name: median_interval([r[name] for r in row.rounds
+                                      if r.get(name) is not None]) for name in JUDGED}
+        row.intervals = {name: i.to_dict() if i else None for name, i in own.items()}
         row.warnings = spread_warnings(row)
         base = baseline_row(rows, row, baseline)
         if base is None or base is row:
@@ -127,6 +131,8 @@ def memory_summary(series: dict[str, Any] | None) -> dict[str, Any] | None:
     # Either kind of growth counts: RSS alone misses a heap that grows into freed pages,
     # the heap alone misses arenas that never give memory back (the review saw both).
     grows = None if not slopes else any(s.ci_low > GROWTH_BYTES_PER_KREQUEST for s in slopes)
+    if len({s[3] for s in fit}) < MIN_TRAFFIC_POINTS:
+        grows = None  # too few points of traffic to tell growth from a step: no verdict
     return {
         "rss_slope_bytes_per_krequest": rss.to_dict() if rss else None,
         "heap_slope_bytes_per_krequest": heap.to_dict() if heap else None,

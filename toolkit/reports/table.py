@@ -55,7 +55,10 @@ def judged_text(row: ResultRow, name: str) -> str | None:
 def ratio_text(row: ResultRow, base: ResultRow | None, fig: Figure) -> str | None:
     """The ratio beside a cell: paired, with its interval and verdict, for the judged
     figures; the ratio of the medians for the other ratio figures; None for the baseline."""
-    if base is None or base is row or not fig.ratio:
+    if base is row and fig.ratio:  # the baseline: the 95% interval of its own median
+        own = (row.intervals or {}).get(fig.name)
+        return None if not own else f"[{fig.format(own['ci_low'])}–{fig.format(own['ci_high'])}]"
+    if base is None or not fig.ratio:
         return None
     judged = judged_text(row, fig.name)
     if judged is not None:

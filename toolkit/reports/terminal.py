@@ -71,7 +71,8 @@ def render_comparison(result: CompareResult, console: Console, *, baseline: str 
 
     baseline = effective_baseline(result.rows, baseline)
     meta = result.meta
-    title = (f"writeshape compare — driver {meta.get('driver')}, "
+    command = "profile" if " profile " in f" {meta.get('command')} " else "compare"
+    title = (f"writeshape {command} — driver {meta.get('driver')}, "
              f"{meta.get('connections')}×{meta.get('streams')} streams, "
              f"{meta.get('rounds', '?')} rounds ({meta.get('repeat')}), "
              f"kernel {meta.get('kernel')}")
@@ -95,7 +96,8 @@ def render_comparison(result: CompareResult, console: Console, *, baseline: str 
     console.print(f"× = ratio to `{baseline}` in the same transport and body size: for "
                   "req/s, p99 and CPU the median of the per-round paired ratios, its 95% "
                   f"interval and a verdict ('same': the interval is within ±{threshold:.0%}; "
-                  "'inconclusive': too wide to tell). CV: spread of req/s over the rounds. "
+                  "'inconclusive': too wide to tell); beside the baseline, the 95% interval "
+                  "of its own median. CV: spread of req/s over the rounds. "
                   "Timing runs untraced; writes/resp from a separate run under strace; "
                   "— = not measured." if isinstance(threshold, float) else
                   f"× = ratio to `{baseline}` in the same transport and body size.")

@@ -16,13 +16,19 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from toolkit.clients.builtin import LoadConfig, run_load
 from toolkit.clients.drivers import run_driver
 from toolkit.clients.summary import LoadSummary
+from toolkit.clients.target import parse_target
 from toolkit.errors import WriteshapeError
 from toolkit.measure.rows import CountingSample, TimingSample
-from toolkit.measure.snapshot import Snapshot, refreshed, take_snapshot, timing_sample
-from toolkit.probes.alloc import measure_alloc_per_response
+from toolkit.measure.snapshot import Snapshot, timing_sample
+from toolkit.probes.perf_syscalls import PerfWindow
+from toolkit.probes.strace_attach import StraceWindow
+from toolkit.probes.tcp_segments import ServerSegments, TcpSegmentsProbe
+from toolkit.probes.window import WindowCounts
 from toolkit.runner.config import Cell, CompareConfig
+from toolkit.runner.servers import OtherServer, OwnServer, TimedServer, start_other_server
 from toolkit.server.process import ServerOptions, ServerProcess, ServerStartError
 
 
@@ -46,6 +52,7 @@ class CellRunner:
         self.timing_tls_probe = tls_records_from(cfg) == "timing"
 
     def options(self, cell: Cell, *, tls_probe: bool = True) -> ServerOptions:
+        assert cell.strategy is not None
         return ServerOptions(strategy=cell.strategy, tls=cell.transport == "h2",
                              body_bytes=cell.body_bytes, threads=self.cfg.threads,
                              tls_mode=self.cfg.tls_mode,
@@ -64,47 +71,81 @@ class CellRunner:
             return self.lab.call("client", fn, *args, **kwargs)
         return fn(*args, **kwargs)
 
-    def load(self, url: str, requests: int) -> LoadSummary:
+    def load(self, url: str, requests: int, *, verify_body: bool = True) -> LoadSummary:
         cfg = self.cfg
         return self._client_call(run_driver, cfg.driver, url, requests=requests,
-                                 connections=cfg.connections, streams=cfg.streams)
+                                 connections=cfg.connections, streams=cfg.streams,
+                                 verify_body=verify_body)
 
-    def start_timing_server(self, cell: Cell) -> ServerProcess:
+    def start_timing_server(self, cell: Cell) -> TimedServer:
         """The cell's server for all its timing rounds: untraced, sampling its memory, warm
         (code paths, the body buffer and HPACK tables exist before the first round)."""
         cfg = self.cfg
-        opts = dataclasses.replace(self.options(cell, tls_probe=self.timing_tls_probe),
-                                   memory_sample_ms=cfg.memory_sample_ms)
-        srv = self._server(opts).start()
+        srv: TimedServer
+        if cell.other is None:
+            opts = dataclasses.replace(self.options(cell, tls_probe=self.timing_tls_probe),
+                                       memory_sample_ms=cfg.memory_sample_ms)
+            srv = OwnServer(self._server(opts).start())
+        else:
+            srv = start_other_server(cell)
         try:
-            self.load(f"{srv.url}/", max(cfg.warmup_requests, cfg.connections * cfg.streams))
+            self.load(srv.load_url, max(cfg.warmup_requests, cfg.connections * cfg.streams),
+                      verify_body=srv.verify_body)
         except BaseException:
             srv.stop()
-            srv.cleanup()
             raise
         return srv
 
-    def timing_round(self, cell: Cell, srv: ServerProcess, round_index: int,
+    def timing_round(self, cell: Cell, srv: TimedServer, round_index: int,
                      before: Snapshot | None = None) -> tuple[TimingSample, Snapshot]:
         """One timing round of a cell on its server: snapshot, load, snapshot. ``before``:
         the previous round's closing snapshot (the server was idle since), which saves a
-        settled wait and a collection per round."""
-        before = take_snapshot(srv) if before is None else refreshed(srv, before)
+        settled wait and a collection per round. With ``--counter perf`` the round's write
+        syscalls are counted by perf (kernel tracepoints) around the load."""
+        before = srv.snapshot(after_load=False) if before is None else srv.refreshed(before)
         started = datetime.now(UTC).isoformat(timespec="milliseconds")
-        load = self.load(f"{srv.url}/", self.cfg.timing_requests(cell.body_bytes))
-        after = take_snapshot(srv, after_load=True)
+        window = PerfWindow(srv.pids()).start() if self.cfg.counter == "perf" else None
+        try:
+            load = self.load(srv.load_url, self.cfg.timing_requests(cell.body_bytes),
+                             verify_body=srv.verify_body)
+        finally:
+            counts = window.stop() if window is not None else None
+            if window is not None:
+                window.cleanup()
+        srv.loaded(load)
+        after = srv.snapshot(after_load=True)
         sample = timing_sample(load, before, after)
         sample.round, sample.started = round_index, started
+        if counts is not None:
+            sample.perf_write_syscalls = counts.total_calls
         return sample, after
 
-    def alloc_probe(self, srv: ServerProcess) -> int:
-        return int(self._client_call(measure_alloc_per_response, srv.url, "/", samples=5))
+    def alloc_probe(self, srv: TimedServer) -> int | None:
+        return srv.alloc_probe(self._client_call)
 
-    def counting_pass(self, cell: Cell) -> CountingSample:
+    def counting_pass(self, cell: Cell, srv: TimedServer | None = None) -> CountingSample:
         requests = self.cfg.strace_requests(cell.body_bytes)
+        if cell.other is not None:
+            assert isinstance(srv, OtherServer)
+            return self._counting_attached(srv, requests)
         return counting_run(self.options(cell), lambda url: self.load(url, requests),
                             server=lambda opts, wrapper: self._server(opts, wrapper))
 
+    def _counting_attached(self, srv: OtherServer, requests: int) -> CountingSample:
+        """A server that is not writeshape's, counted while it runs: strace attached to its
+        whole process tree for one load by the built-in client (windows of 2^30 - 1, the
+        timing runs' connections and streams), which also counts the TLS records it
+        receives; TCP segments of the server's side of those connections (sock_diag)."""
+        cfg = self.cfg
+        probe = TcpSegmentsProbe(parse_target(srv.load_url).port)
+        with StraceWindow(srv.pids()) as window:
+            load = self._client_call(run_load, LoadConfig(
+                url=srv.load_url, requests=requests, connections=cfg.connections,
+                streams=cfg.streams, insecure=True, verify_body=srv.verify_body,
+                on_open=probe.on_open, before_close=probe.before_close))
+            counts = window.stop()
+        segments = probe.result()
+        return counting_from_window(counts, load, segments)
 
 def counting_run(opts: ServerOptions, load: Callable[[str], object], *,
                  server: Callable[[ServerOptions, list[str]], ServerProcess] | None = None,
@@ -145,3 +186,21 @@ def counting_run(opts: ServerOptions, load: Callable[[str], object], *,
         tls_record_bytes=tls.get("application_record_bytes"),
         tls_ssl_writes=tls.get("ssl_writes"),
         tls_plaintext_bytes=tls.get("plaintext_bytes"))
+
+
+def counting_from_window(counts: WindowCounts, load: LoadSummary,
+                         segments: ServerSegments | str) -> CountingSample:
+    """A counting run of a server that is not writeshape's: its writes as the counter saw
+    them, its TLS records as the client received them (application records only)."""
+    records = record_bytes = None
+    if load.tls_records_received is not None:
+        records = load.tls_records_received - (load.tls_handshake_records_received or 0)
+        record_bytes = load.tls_application_record_bytes_received
+    return CountingSample(
+        responses=load.requests, write_syscalls=counts.total_calls,
+        write_bytes=counts.bytes or 0, syscalls=dict(counts.calls), server_syscalls=None,
+        self_count_matches_strace=None, unparsed_lines=counts.unparsed_lines or 0,
+        failed_write_syscalls=counts.errors or 0, tls_records=records,
+        tls_record_bytes=record_bytes,
+        tcp_data_segments=segments.data_segs_out if isinstance(segments, ServerSegments)
+        else None)

@@ -15,17 +15,38 @@ from toolkit.strategies import TRANSPORTS, check_strategy, supports
 
 
 @dataclass(frozen=True)
+class TargetSpec:
+    """A server that is not writeshape's: a reference server writeshape configures and
+    starts per cell (``reference``, with the user's ``config`` file if any), or one that
+    is already running (``target``: a toolkit.targets.ProcessTreeTarget, launched from a
+    command or attached to by PID; whoever made it stops it)."""
+
+    name: str
+    reference: str | None = None
+    config: str | None = None
+    target: Any = None
+    transport: str = "h2c"  # of a running target: its URL's scheme
+    body_bytes: int = 0  # of a running target: what its URL answers
+    verify_body: bool = False  # a running target's bodies need not be writeshape's pattern
+
+
+@dataclass(frozen=True)
 class Cell:
     """One row to measure: a strategy (or another server) on a transport and body size."""
 
-    label: str  # unique: the strategy, or "single#2" for a second copy (A/A)
-    strategy: str
+    label: str  # unique: the strategy, "single#2" for a second copy (A/A), a server's name
+    strategy: str | None  # None for a server that is not writeshape's
     transport: str
     body_bytes: int
+    other: TargetSpec | None = None
 
     @property
     def key(self) -> tuple[str, str, int]:
         return (self.label, self.transport, self.body_bytes)
+
+    @property
+    def server(self) -> str:
+        return self.other.name if self.other is not None else "writeshape"
 
 
 def labels_for(strategies: list[str]) -> list[str]:
@@ -57,6 +78,12 @@ class CompareConfig:
     noise_threshold: float = 0.05
     memory_sample_ms: int = 250
     round_bytes: int = 512 << 20  # body bytes per timing round, when --requests is not given
+    # Servers that are not writeshape's, as rows beside the strategies (compare --servers;
+    # writeshape profile): reference servers by name, or targets already running.
+    servers: list[str] = field(default_factory=list)
+    reference_configs: dict[str, str] = field(default_factory=dict)  # name -> config file
+    targets: list[TargetSpec] = field(default_factory=list)
+    counter: str = "strace"  # "perf": also count write syscalls inside the timing rounds
     driver: str = "auto"
     strace: bool = True
     alloc_probe: bool = True
@@ -71,8 +98,13 @@ class CompareConfig:
     delay_ms: float | None = None
 
     def validate(self) -> None:
-        if not self.strategies:
+        if not self.strategies and not self.servers and not self.targets:
             raise UsageError("--strategies is empty")
+        self.validate_options()
+
+    def validate_options(self) -> None:
+        """Every option but the list of servers (profile checks them before it starts the
+        target that fills that list)."""
         if not self.transports:
             raise UsageError("--transports is empty")
         for t in self.transports:
@@ -87,11 +119,13 @@ class CompareConfig:
             raise UsageError("--body-sizes is empty")
         if min(self.body_sizes) < 1:
             raise UsageError("--body-sizes must be at least 1 byte each")
-        if self.baseline not in self.strategies and self.baseline == "single":
-            self.baseline = self.strategies[0]  # the default follows --strategies
-        if self.baseline not in self.strategies:
+        labels = [c.label for c in self.cells()]
+        if self.baseline not in labels and self.baseline == "single" and labels:
+            self.baseline = labels[0]  # the default follows --strategies
+        if labels and self.baseline not in labels:
             raise UsageError(f"--baseline {self.baseline!r} is not among --strategies "
                              f"({','.join(self.strategies)})")
+        self._validate_servers()
         if (self.repeat is not None and self.repeat < 1) or self.connections < 1 \
                 or self.streams < 1:
             raise UsageError("--repeat, --connections and --streams must be at least 1")
@@ -111,6 +145,21 @@ class CompareConfig:
             from toolkit.probes.strace import strace_wrapper
 
             strace_wrapper("/dev/null")  # raises MissingToolError early
+
+    def _validate_servers(self) -> None:
+        from toolkit.targets.reference import REFERENCE_SERVERS, find_program, reference_spec
+
+        for name in self.servers:
+            if name not in REFERENCE_SERVERS:
+                raise UsageError(f"unknown server {name!r}; choose from "
+                                 f"{', '.join(REFERENCE_SERVERS)}")
+            find_program(reference_spec(name))  # not installed: one line now, not per cell
+        if self.counter not in ("strace", "perf"):
+            raise UsageError(f"--counter must be strace or perf, not {self.counter!r}")
+        if self.counter == "perf":
+            from toolkit.probes.perf_syscalls import find_perf
+
+            find_perf()
 
     def _validate_driver_counts(self) -> None:
         if self.driver != "h2load":
@@ -145,9 +194,17 @@ class CompareConfig:
         return labels_for(self.strategies)
 
     def cells(self) -> list[Cell]:
-        return [Cell(label, s, t, b) for b in self.body_sizes for t in self.transports
-                for label, s in zip(self.labels, self.strategies, strict=True)
-                if supports(s, t)]
+        cells = []
+        for b in self.body_sizes:
+            for t in self.transports:
+                cells += [Cell(label, s, t, b) for label, s in
+                          zip(self.labels, self.strategies, strict=True) if supports(s, t)]
+                cells += [Cell(name, None, t, b, TargetSpec(
+                    name, reference=name, config=self.reference_configs.get(name)))
+                    for name in self.servers]
+        # Targets already running serve one transport and one body: their own.
+        return cells + [Cell(spec.name, None, spec.transport, spec.body_bytes, spec)
+                        for spec in self.targets]
 
     def timing_requests(self, body_bytes: int) -> int:
         if self.requests is not None:

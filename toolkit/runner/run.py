@@ -1,14 +1,15 @@
 """The comparison runner: counting runs, then interleaved timing rounds, then the verdicts.
 
-1. A counting run per cell, under real strace (cells.py: ``counting_run``): write
-   syscalls, TLS records, the self-count check. A fixed cost, paid first.
-2. Each cell's timing server is started once and lives through all its rounds (untraced,
-   probe-free, sampling its memory): a round runs every cell once, in a shuffled order,
-   so round *i* of two cells ran side by side and their ratio is paired. Rounds go on until
-   every judged ratio's interval is within +-``target_half_width`` (at least
-   ``min_rounds``), or until the time budget would be overrun (``repeat`` = None), or
-   for a fixed number of rounds.
-3. The allocation probe and the memory series of each server; then the servers stop.
+1. Each cell's timing server is started once and lives through all its rounds (untraced,
+   probe-free, sampling its memory).
+2. A counting run per cell under real strace (cells.py): writeshape's own server afresh
+   under ``strace -f`` (write syscalls, TLS records, the self-count check); another
+   server with strace attached to its running tree. A fixed cost, paid first.
+3. Timing rounds: a round runs every cell once, in a shuffled order, so round *i* of two
+   cells ran side by side and their ratio is paired. Rounds go on until every judged
+   ratio's interval is within +-``target_half_width`` (at least ``min_rounds``), or until
+   the time budget would be overrun (``repeat`` = None), or for a fixed number of rounds.
+4. The allocation probe and the memory series of each server; then the servers stop.
 
 The rows (toolkit/measure/rows.py), judged against the baseline (measure/verdicts.py),
 go to ``on_update`` whenever they change, so an interrupted run keeps what it measured.
@@ -30,7 +31,7 @@ from toolkit.measure.verdicts import judge, memory_summary, rounds_needed
 from toolkit.runner.cells import CellRunner
 from toolkit.runner.config import Cell, CompareConfig
 from toolkit.runner.result import CompareResult, collect_meta
-from toolkit.server.process import ServerProcess
+from toolkit.runner.servers import TimedServer
 from toolkit.sizes import format_size
 
 ProgressFn = Callable[[str], None]
@@ -48,7 +49,7 @@ class CellState:
     memory: dict[str, Any] | None = None
     error: str | None = None  # the cell could not be timed: no more rounds for it
     counting_error: str | None = None  # the counting run failed; the timing rounds go on
-    server: ServerProcess | None = None
+    server: TimedServer | None = None
     last_snapshot: Snapshot | None = None  # the server's state at the end of its last round
 
 
@@ -72,7 +73,8 @@ class Comparison:
     def rows(self) -> list[ResultRow]:
         cfg = self.cfg
         rows = [build_row(strategy=s.cell.strategy, transport=s.cell.transport,
-                          body_bytes=s.cell.body_bytes, label=s.cell.label, driver=cfg.driver,
+                          body_bytes=s.cell.body_bytes, label=s.cell.label,
+                          server=s.cell.server, driver=cfg.driver,
                           timing=s.timing, counting=s.counting, alloc_bytes_per_response=s.alloc,
                           threads=cfg.threads,
                           tls_mode=cfg.tls_mode if s.cell.transport == "h2" else None,
@@ -91,9 +93,9 @@ class Comparison:
 
     def run(self) -> list[ResultRow]:
         try:
+            self._start_servers()
             if self.cfg.strace:
                 self._counting_runs()
-            self._start_servers()
             self._rounds()
             self._finish()
         finally:
@@ -112,13 +114,12 @@ class Comparison:
         if state.server is not None:
             srv, state.server = state.server, None
             srv.stop()
-            srv.cleanup()
 
     def _counting_runs(self) -> None:
         for state in self._alive():
             self._say(f"counting {_describe(state.cell)} under strace")
             try:
-                state.counting = self.runner.counting_pass(state.cell)
+                state.counting = self.runner.counting_pass(state.cell, state.server)
             except WriteshapeError as exc:
                 state.counting_error = f"counting run: {exc}"
             self._update()
@@ -180,7 +181,7 @@ class Comparison:
                 if self.cfg.memory_sample_ms:
                     state.memory = memory_summary(state.server.memory_series())
                 if self.cfg.alloc_probe:
-                    state.alloc = self.runner.alloc_probe(state.server)
+                    state.alloc = self.runner.alloc_probe(state.server)  # None: not ours
             except WriteshapeError as exc:
                 self._fail(state, f"after the rounds: {exc}")
             self._stop(state)
