@@ -20,7 +20,6 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import h2.config
 import h2.errors
 import h2.events
 import h2.exceptions
@@ -30,9 +29,9 @@ from hyperframe.frame import RstStreamFrame
 
 from toolkit.server.config import ServerConfig
 from toolkit.server.guard import ConnectionGuard, StallDetector, Verdict
+from toolkit.server.lean_h2 import LeanH2Connection, lean_h2_config
 from toolkit.server.routes import Router
 from toolkit.server.stats import ProtocolCounters
-from toolkit.server.zero_copy import ZeroCopyH2Connection
 from toolkit.strategies import Buffer
 
 
@@ -67,16 +66,7 @@ class Outcome:
     windows_opened: bool = False
 
 
-def h2_config() -> h2.config.H2Configuration:
-    # Inbound headers are validated (clients may be hostile); outbound ones are ours and
-    # fixed, so their validation and normalization would only cost time per response.
-    return h2.config.H2Configuration(client_side=False, header_encoding=None,
-                                     validate_inbound_headers=True,
-                                     validate_outbound_headers=False,
-                                     normalize_outbound_headers=False)
-
-
-class CountingH2Connection(ZeroCopyH2Connection):
+class CountingH2Connection(LeanH2Connection):
     """Counts the frames h2 queues in ``data_to_send`` (ACKs, RST_STREAMs, HEADERS): what
     the connection owes a peer that may not be reading. DATA runs are captured by reference
     and never queued, so they are not counted."""
@@ -105,7 +95,7 @@ class H2ServerCore:
         self.cfg = cfg
         self.route = route
         self.counters = counters
-        self.h2 = CountingH2Connection(h2_config())
+        self.h2 = CountingH2Connection(lean_h2_config())
         self.responses: dict[int, Response] = {}
         self.guard = ConnectionGuard(cfg.guard_limits(), now_s)
         self.stall = StallDetector(cfg.idle_timeout_s)

@@ -24,6 +24,7 @@ from toolkit.errors import UsageError, WriteshapeError
 from toolkit.protocol.body import BodyStore
 from toolkit.server.config import ServerConfig
 from toolkit.server.connection import RECV_BYTES, Connection
+from toolkit.server.lean_h2 import silence_hpack_logging
 from toolkit.server.memory import MemorySampler, memory_report
 from toolkit.server.routes import Router
 from toolkit.server.stats import ServerStats
@@ -160,6 +161,7 @@ class Server:
 def run_server(cfg: ServerConfig, announce: Callable[[str], None] | None = None) -> None:
     """Serve until SIGINT/SIGTERM; then close connections and return (exit 0)."""
     logging.basicConfig(level=logging.WARNING, format="writeshape: %(message)s")
+    silence_hpack_logging()
     if cfg.tracemalloc:
         tracemalloc.start()
     loop = asyncio.new_event_loop()
