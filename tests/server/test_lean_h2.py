@@ -7,10 +7,13 @@ from __future__ import annotations
 import h2.config
 import h2.connection
 import h2.events
+import hpack
 import pytest
 from hyperframe.frame import Frame
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from toolkit.server.lean_h2 import LeanH2Connection, SilentLogger, lean_h2_config
+from toolkit.server.lean_h2 import LeanH2Connection, MemoDecoder, SilentLogger, lean_h2_config
 
 
 def _client() -> h2.connection.H2Connection:
@@ -53,3 +56,49 @@ def test_no_frame_is_turned_into_a_string_on_the_way_in(monkeypatch: pytest.Monk
         h2.events.RequestReceived]
     assert any(isinstance(e, h2.events.PingReceived) for e in events)
     assert server.streams[sid].open
+
+
+_NAMES = [b"user-agent", b"accept", b"x-a", b"x-b", b":path", b"cookie"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(
+    st.lists(st.tuples(st.sampled_from(_NAMES), st.sampled_from([b"", b"1", b"/", b"v" * 40])),
+             max_size=6),
+    st.sampled_from([None, 0, 64, 256, 4096])), max_size=30))
+def test_the_memo_decoder_decodes_as_hpack_does(blocks: list[tuple[list[tuple[bytes, bytes]],
+                                                                   int | None]]) -> None:
+    """Any sequence of blocks, with table size changes and evictions, decodes exactly as a
+    plain hpack decoder decodes it (each block is sent twice: the second time it is all
+    indexes, and comes from the memo while the table stays the same)."""
+    encoder, plain, memo = hpack.Encoder(), hpack.Decoder(), MemoDecoder()
+    for headers, table_size in blocks:
+        if table_size is not None:
+            encoder.header_table_size = table_size
+        for _ in range(2):
+            block = encoder.encode(headers)
+            assert list(memo.decode(block, raw=True)) == plain.decode(block, raw=True)
+            assert list(memo.header_table.dynamic_entries) == list(
+                plain.header_table.dynamic_entries)
+
+
+def test_a_memo_hit_is_dropped_when_the_table_changes() -> None:
+    encoder, memo = hpack.Encoder(), MemoDecoder()
+    encoder.header_table_size = memo.header_table_size = 60  # room for one entry
+    first = encoder.encode([(b"x-a", b"1")])  # literal, indexed: x-a is entry 62
+    memo.decode(first, raw=True)
+    indexed = encoder.encode([(b"x-a", b"1")])  # just the index now
+    assert memo.decode(indexed, raw=True) == ((b"x-a", b"1"),)
+    memo.decode(encoder.encode([(b"x-b", b"2")]), raw=True)  # evicts x-a: 62 is x-b now
+    assert list(memo.decode(indexed, raw=True)) == [(b"x-b", b"2")]
+
+
+def test_a_lower_header_list_limit_is_enforced_on_a_block_seen_before() -> None:
+    encoder, memo = hpack.Encoder(), MemoDecoder()
+    block = encoder.encode([(b"x-a", b"v" * 100)])
+    memo.decode(block, raw=True)
+    block = encoder.encode([(b"x-a", b"v" * 100)])
+    memo.decode(block, raw=True)
+    memo.max_header_list_size = 50
+    with pytest.raises(hpack.OversizedHeaderListError):
+        memo.decode(block, raw=True)

@@ -8,20 +8,31 @@ gives the same answer every time for the same input, or that nobody reads:
   times per request. :class:`SilentLogger` is a C no-op, `_receive_frame` drops the
   eager repr, and :func:`silence_hpack_logging` (called by the server process) swaps
   hpack's module loggers for the same no-op.
+- **HPACK decoding of repeated request blocks.** A client sends the same header block
+  bytes for the same request once its dynamic table holds the fields
+  (`MemoDecoder`): a block whose decoding left the table as it was decodes the same way
+  until the table changes, so its result is reused until then.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import h2.config
 import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import hpack
 import hpack.hpack
 import hpack.table
 from hyperframe.frame import Frame, RstStreamFrame
 
 from toolkit.server.zero_copy import ZeroCopyH2Connection
+
+# Memo sizes: a well-behaved client repeats a handful of blocks; a hostile one that sends
+# new ones every time only empties the memo (and pays the decode it would pay anyway).
+MEMO_ENTRIES = 64
 
 
 class SilentLogger:
@@ -49,8 +60,63 @@ def lean_h2_config() -> h2.config.H2Configuration:
                                      logger=SilentLogger())  # type: ignore[arg-type]
 
 
+class MemoDecoder(hpack.Decoder):
+    """An hpack decoder that reuses the result of a block it decoded before, as long as the
+    dynamic table is as it was then.
+
+    A block's decoding depends only on its bytes, the dynamic table and the limits. Only
+    blocks whose decoding left the table unchanged (indexed fields, literals without
+    indexing) are kept; any decoding that changes the table, and any change of a limit,
+    empties the memo. hpack's errors are raised by the full decode, never cached."""
+
+    def __init__(self, max_header_list_size: int = hpack.hpack.DEFAULT_MAX_HEADER_LIST_SIZE
+                 ) -> None:
+        self._memo: dict[bytes, Any] = {}
+        super().__init__(max_header_list_size)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # max_header_list_size and max_allowed_table_size are plain attributes that h2
+        # sets on a SETTINGS change: a limit changed, the memo's answers may be wrong.
+        if name in ("max_header_list_size", "max_allowed_table_size"):
+            self.__dict__.get("_memo", {}).clear()
+        object.__setattr__(self, name, value)
+
+    def _table_state(self) -> tuple[int, int, object]:
+        # The first entry itself, not a copy: every addition puts a new tuple first, and
+        # holding this one keeps its identity from being reused.
+        table = self.header_table
+        entries = table.dynamic_entries
+        return (table.maxsize, len(entries), entries[0] if entries else None)
+
+    def _table_changed(self, before: tuple[int, int, object]) -> bool:
+        after = self._table_state()
+        return before[:2] != after[:2] or before[2] is not after[2]
+
+    def decode(self, data: bytes, raw: bool = False) -> Any:
+        key = bytes(data)
+        hit = self._memo.get(key) if raw else None
+        if hit is not None:
+            return hit
+        before = self._table_state()
+        headers = super().decode(data, raw)
+        if not raw:
+            return headers
+        if self._table_changed(before):
+            self._memo.clear()  # every kept answer was decoded against the old table
+        else:
+            if len(self._memo) >= MEMO_ENTRIES:
+                self._memo.clear()
+            headers = tuple(headers)
+            self._memo[key] = headers
+        return headers
+
+
 class LeanH2Connection(ZeroCopyH2Connection):
     """An h2 server connection with the lean request path described in the module doc."""
+
+    def __init__(self, config: h2.config.H2Configuration) -> None:
+        super().__init__(config)
+        self.decoder = MemoDecoder()
 
     def _receive_frame(self, frame: Frame) -> list[h2.events.Event]:
         # h2's own, without ``logger.trace("Received frame: %s", repr(frame))``: the repr
