@@ -7,8 +7,10 @@ from __future__ import annotations
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import hpack
 import pytest
+from h2.errors import ErrorCodes
 from hyperframe.frame import Frame
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -102,3 +104,52 @@ def test_a_lower_header_list_limit_is_enforced_on_a_block_seen_before() -> None:
     memo.max_header_list_size = 50
     with pytest.raises(hpack.OversizedHeaderListError):
         memo.decode(block, raw=True)
+
+
+_GOOD = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"http"), (b":authority", b"x")]
+_BAD = {
+    "uppercase name": [*_GOOD, (b"X-A", b"1")],
+    "empty name": [*_GOOD, (b"", b"")],
+    "newline in a value": [*_GOOD, (b"x-a", b"1\r\nx-b: 2")],
+    "connection-specific field": [*_GOOD, (b"connection", b"close")],
+    "te other than trailers": [*_GOOD, (b"te", b"gzip")],
+    "pseudo-header after a field": [*_GOOD[:3], (b"x-a", b"1"), _GOOD[3]],
+    "unknown pseudo-header": [*_GOOD, (b":foo", b"1")],
+    "no :path": [h for h in _GOOD if h[0] != b":path"],
+    "empty :path": [(b":path", b"") if h[0] == b":path" else h for h in _GOOD],
+}
+
+
+def _raw_request(client: h2.connection.H2Connection, headers: list[tuple[bytes, bytes]],
+                 trailers: list[tuple[bytes, bytes]] | None = None) -> bytes:
+    """Request bytes with h2's client-side checks off: what a hostile client can send."""
+    client.config.validate_outbound_headers = False
+    client.config.normalize_outbound_headers = False
+    sid = client.get_next_available_stream_id()
+    client.send_headers(sid, headers, end_stream=trailers is None)
+    if trailers is not None:
+        client.send_headers(sid, trailers, end_stream=True)
+    return client.data_to_send()
+
+
+@pytest.mark.parametrize("case", sorted(_BAD))
+def test_every_header_list_h2_refuses_is_refused_each_time(case: str) -> None:
+    """h2's validation verdicts stand, after a good request and on every repeat: only
+    lists that passed are remembered."""
+    for _ in range(2):
+        client, server = _client(), _server()
+        server.receive_data(_raw_request(client, _GOOD))
+        with pytest.raises(h2.exceptions.ProtocolError):
+            server.receive_data(_raw_request(client, _BAD[case]))
+        goaways = [e for e in client.receive_data(server.data_to_send())
+                   if isinstance(e, h2.events.ConnectionTerminated)]
+        assert [g.error_code for g in goaways] == [ErrorCodes.PROTOCOL_ERROR]  # h2's own
+
+
+def test_trailers_are_validated_as_trailers() -> None:
+    client, server = _client(), _server()
+    with pytest.raises(h2.exceptions.ProtocolError):
+        server.receive_data(_raw_request(client, _GOOD, trailers=[(b":path", b"/")]))
+    client, server = _client(), _server()
+    events = server.receive_data(_raw_request(client, _GOOD, trailers=[(b"x-sum", b"1")]))
+    assert any(isinstance(e, h2.events.TrailersReceived) for e in events)

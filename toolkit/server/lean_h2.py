@@ -12,10 +12,17 @@ gives the same answer every time for the same input, or that nobody reads:
   bytes for the same request once its dynamic table holds the fields
   (`MemoDecoder`): a block whose decoding left the table as it was decodes the same way
   until the table changes, so its result is reused until then.
+- **Header validation of repeated header lists.** h2's own ``validate_headers`` (every
+  RFC 9113 8.2/8.3 rule: illegal characters, empty names, uppercase, connection-specific
+  fields, pseudo-header rules) still runs on every header list a peer sends, but once
+  per distinct list (`validate_inbound`): it is a pure function of the list and
+  whether it is a trailer block. Inbound normalization (joining ``cookie`` crumbs) is
+  off: the server reads only ``:method`` and ``:path``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import h2.config
@@ -23,10 +30,11 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.utilities
 import hpack
 import hpack.hpack
 import hpack.table
-from hyperframe.frame import Frame, RstStreamFrame
+from hyperframe.frame import Frame, HeadersFrame, RstStreamFrame
 
 from toolkit.server.zero_copy import ZeroCopyH2Connection
 
@@ -51,10 +59,11 @@ def silence_hpack_logging() -> None:
 
 
 def lean_h2_config() -> h2.config.H2Configuration:
-    # Inbound headers are validated (clients may be hostile); outbound ones are ours and
-    # fixed, so their validation and normalization would only cost time per response.
+    # Inbound headers are validated by LeanH2Connection (memoized), outbound ones are ours
+    # and fixed: h2's own passes would only repeat work per request.
     return h2.config.H2Configuration(client_side=False, header_encoding=None,
-                                     validate_inbound_headers=True,
+                                     validate_inbound_headers=False,
+                                     normalize_inbound_headers=False,
                                      validate_outbound_headers=False,
                                      normalize_outbound_headers=False,
                                      logger=SilentLogger())  # type: ignore[arg-type]
@@ -111,6 +120,26 @@ class MemoDecoder(hpack.Decoder):
         return headers
 
 
+_REQUEST_FLAGS = h2.utilities.HeaderValidationFlags(
+    is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False)
+_TRAILER_FLAGS = _REQUEST_FLAGS._replace(is_trailer=True)
+_validated: dict[tuple[bool, tuple[Any, ...]], None] = {}
+
+
+def validate_inbound(headers: Iterable[Any], is_trailer: bool) -> None:
+    """h2's own validation of a header list a client sent (raises h2's ProtocolError),
+    once per distinct list: its verdict depends on nothing else."""
+    key = (is_trailer, tuple(headers))
+    if key in _validated:
+        return
+    for _ in h2.utilities.validate_headers(key[1], _TRAILER_FLAGS if is_trailer
+                                           else _REQUEST_FLAGS):
+        pass
+    if len(_validated) >= MEMO_ENTRIES:
+        _validated.clear()
+    _validated[key] = None
+
+
 class LeanH2Connection(ZeroCopyH2Connection):
     """An h2 server connection with the lean request path described in the module doc."""
 
@@ -144,3 +173,12 @@ class LeanH2Connection(ZeroCopyH2Connection):
         else:
             self._prepare_for_sending(frames)
         return events
+
+    def _receive_headers_frame(self, frame: HeadersFrame) -> Any:
+        frames, events = super()._receive_headers_frame(frame)
+        for ev in events:
+            if isinstance(ev, h2.events.RequestReceived):
+                validate_inbound(ev.headers or (), False)
+            elif isinstance(ev, h2.events.TrailersReceived):
+                validate_inbound(ev.headers or (), True)
+        return frames, events
