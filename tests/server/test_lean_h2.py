@@ -8,6 +8,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
 import hpack
 import pytest
 from h2.errors import ErrorCodes
@@ -15,7 +16,13 @@ from hyperframe.frame import Frame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toolkit.server.lean_h2 import LeanH2Connection, MemoDecoder, SilentLogger, lean_h2_config
+from toolkit.server.lean_h2 import (
+    LeanH2Connection,
+    MemoDecoder,
+    SilentLogger,
+    lean_h2_config,
+    response_header_block,
+)
 
 
 def _client() -> h2.connection.H2Connection:
@@ -153,3 +160,69 @@ def test_trailers_are_validated_as_trailers() -> None:
     client, server = _client(), _server()
     events = server.receive_data(_raw_request(client, _GOOD, trailers=[(b"x-sum", b"1")]))
     assert any(isinstance(e, h2.events.TrailersReceived) for e in events)
+
+
+@pytest.mark.parametrize(("status", "length", "ctype"), [
+    (200, 16384, b"application/octet-stream"), (404, 10, b"text/plain"),
+    (405, 19, b"text/plain"), (200, 1 << 30, b"application/json")])
+def test_a_response_block_decodes_alike_and_leaves_the_table_empty(
+        status: int, length: int, ctype: bytes) -> None:
+    decoder = hpack.Decoder()
+    block = response_header_block(status, length, ctype)
+    assert decoder.decode(block, raw=True) == [
+        (b":status", str(status).encode()), (b"content-length", str(length).encode()),
+        (b"content-type", ctype), (b"server", b"writeshape")]
+    assert len(decoder.header_table.dynamic_entries) == 0
+
+
+def _respond(server: LeanH2Connection, sid: int, end_stream: bool) -> None:
+    server.send_encoded_headers(sid, response_header_block(200, 5, b"text/plain"), end_stream)
+    if not end_stream:
+        server.send_data(sid, b"hello", end_stream=True)
+
+
+@pytest.mark.parametrize("end_stream", [True, False], ids=["headers-only", "with-data"])
+def test_encoded_headers_move_h2s_stream_state_as_send_headers_does(end_stream: bool
+                                                                    ) -> None:
+    client, lean, stock = _client(), _server(), h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=False))
+    stock.initiate_connection()
+    wire = client.data_to_send() + _raw_request(client, _GOOD)
+    lean.receive_data(wire)
+    stock.receive_data(wire)
+    _respond(lean, 1, end_stream)
+    stock.send_headers(1, [(b":status", b"200"), (b"content-length", b"5"),
+                           (b"content-type", b"text/plain"), (b"server", b"writeshape")],
+                       end_stream=end_stream)
+    if not end_stream:
+        stock.send_data(1, b"hello", end_stream=True)
+    for conn in (lean, stock):
+        assert conn.state_machine.state == lean.state_machine.state
+        assert conn.streams[1].state_machine.state == lean.streams[1].state_machine.state
+        assert conn.streams[1].closed
+    events = client.receive_data(lean.data_to_send())
+    response = next(e for e in events if isinstance(e, h2.events.ResponseReceived))
+    assert dict(response.headers)[b":status"] == b"200"
+    assert any(isinstance(e, h2.events.StreamEnded) for e in events)
+
+
+def test_a_smaller_peer_table_gets_its_size_update_first() -> None:
+    """A client that lowers SETTINGS_HEADER_TABLE_SIZE must see a size update at the start
+    of the next block (RFC 7541 4.2): nghttp2 answers its absence with COMPRESSION_ERROR."""
+    client, server = _client(), _server()
+    client.update_settings({h2.settings.SettingCodes.HEADER_TABLE_SIZE: 0})
+    server.receive_data(client.data_to_send() + _raw_request(client, _GOOD))
+    _respond(server, 1, True)
+    wire = server.data_to_send()
+    assert b"\x20" + response_header_block(200, 5, b"text/plain") in wire
+    events = client.receive_data(wire)
+    assert any(isinstance(e, h2.events.ResponseReceived) for e in events)
+
+
+def test_a_stream_the_peer_reset_gets_no_headers() -> None:
+    client, server = _client(), _server()
+    server.receive_data(_raw_request(client, _GOOD))
+    client.reset_stream(1)
+    server.receive_data(client.data_to_send())
+    with pytest.raises(h2.exceptions.StreamClosedError):
+        _respond(server, 1, True)

@@ -29,7 +29,7 @@ from hyperframe.frame import RstStreamFrame
 
 from toolkit.server.config import ServerConfig
 from toolkit.server.guard import ConnectionGuard, StallDetector, Verdict
-from toolkit.server.lean_h2 import LeanH2Connection, lean_h2_config
+from toolkit.server.lean_h2 import LeanH2Connection, lean_h2_config, response_header_block
 from toolkit.server.routes import Router
 from toolkit.server.stats import ProtocolCounters
 from toolkit.strategies import Buffer
@@ -81,6 +81,10 @@ class CountingH2Connection(LeanH2Connection):
                 if isinstance(frame, RstStreamFrame):
                     self.resets_queued += 1
         super()._prepare_for_sending(frames)
+
+    def _queue_frame_bytes(self, frame: bytes) -> None:
+        self.queued_frames += 1
+        super()._queue_frame_bytes(frame)
 
 
 def _refusal(verdict: Verdict) -> Close:
@@ -165,13 +169,11 @@ class H2ServerCore:
         self.counters.requests += 1
         status, body, ctype = self.route(method, path)
         sid = ev.stream_id
-        resp_headers = [(b":status", str(status).encode()),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"content-type", ctype), (b"server", b"writeshape")]
+        block = response_header_block(status, len(body), ctype)
         if method == b"HEAD":  # the length of the body, and no body (RFC 9110 9.3.2)
             body = body[:0]
         try:
-            self.h2.send_headers(sid, resp_headers, end_stream=len(body) == 0)
+            self.h2.send_encoded_headers(sid, block, end_stream=len(body) == 0)
         except (h2.exceptions.StreamClosedError, h2.exceptions.StreamIDTooLowError):
             # Reset by the peer later in the same read (Rapid Reset): h2 has already
             # forgotten the stream. Nothing to answer.

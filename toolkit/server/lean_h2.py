@@ -18,10 +18,15 @@ gives the same answer every time for the same input, or that nobody reads:
   per distinct list (`validate_inbound`): it is a pure function of the list and
   whether it is a trailer block. Inbound normalization (joining ``cookie`` crumbs) is
   off: the server reads only ``:method`` and ``:path``.
+- **Response HEADERS encoding.** The block for a status, length and content type is
+  always the same: it is encoded once, context-free (static-table indexes and literals
+  without indexing, so the peer's dynamic table is never touched), and sent with h2's
+  stream state changed exactly as ``send_headers`` changes it (`send_encoded_headers`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,6 +39,8 @@ import h2.utilities
 import hpack
 import hpack.hpack
 import hpack.table
+from h2.connection import ConnectionInputs
+from h2.stream import StreamInputs
 from hyperframe.frame import Frame, HeadersFrame, RstStreamFrame
 
 from toolkit.server.zero_copy import ZeroCopyH2Connection
@@ -140,6 +147,35 @@ def validate_inbound(headers: Iterable[Any], is_trailer: bool) -> None:
     _validated[key] = None
 
 
+# RFC 7541 Appendix A: static-table indexes of the names a response carries.
+_STATIC_NAME_INDEX = {b"content-length": 28, b"content-type": 31, b"server": 54}
+_STATIC_STATUS_INDEX = {200: 8, 204: 9, 206: 10, 304: 11, 400: 12, 404: 13, 500: 14}
+
+
+def _literal_without_indexing(name: bytes, value: bytes) -> bytes:
+    index = hpack.hpack.encode_integer(_STATIC_NAME_INDEX[name], 4)  # 0000xxxx: no indexing
+    length = hpack.hpack.encode_integer(len(value), 7)  # H=0: the value as it is
+    return bytes(index) + bytes(length) + value
+
+
+@functools.lru_cache(maxsize=256)
+def response_header_block(status: int, content_length: int, content_type: bytes) -> bytes:
+    """The HPACK block of a response: the same bytes for the same status, length and type,
+    and context-free (no dynamic-table entry is added or referenced)."""
+    code = _STATIC_STATUS_INDEX.get(status)
+    if code is not None:
+        first = bytes([0x80 | code])  # indexed field
+    else:  # :status has index 8 as a name; literal without indexing
+        value = str(status).encode()
+        first = bytes(hpack.hpack.encode_integer(8, 4)) + bytes([len(value)]) + value
+    return (first + _literal_without_indexing(b"content-length", str(content_length).encode())
+            + _literal_without_indexing(b"content-type", content_type)
+            + _literal_without_indexing(b"server", b"writeshape"))
+
+
+_END_HEADERS, _END_STREAM = 0x4, 0x1
+
+
 class LeanH2Connection(ZeroCopyH2Connection):
     """An h2 server connection with the lean request path described in the module doc."""
 
@@ -182,3 +218,28 @@ class LeanH2Connection(ZeroCopyH2Connection):
             elif isinstance(ev, h2.events.TrailersReceived):
                 validate_inbound(ev.headers or (), True)
         return frames, events
+
+    def send_encoded_headers(self, stream_id: int, block: bytes, end_stream: bool) -> None:
+        """``send_headers`` of a final response whose HPACK block is already encoded: the
+        same connection and stream state changes, in the same order, then one HEADERS
+        frame. Raises what ``send_headers`` raises for a stream the peer has reset."""
+        self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+        stream = self._get_stream_by_id(stream_id)
+        stream.state_machine.process_input(StreamInputs.SEND_HEADERS)
+        if end_stream:
+            stream.state_machine.process_input(StreamInputs.SEND_END_STREAM)
+        encoder = self.encoder
+        if encoder.table_size_changes:
+            # The peer lowered SETTINGS_HEADER_TABLE_SIZE: HPACK owes it a size update at
+            # the start of the next block (RFC 7541 4.2), whatever that block holds.
+            block = encoder._encode_table_size_change() + block
+        if len(block) > self.max_outbound_frame_size:
+            raise ValueError("a response header block never exceeds the smallest frame size")
+        flags = _END_HEADERS | (_END_STREAM if end_stream else 0)
+        self._queue_frame_bytes(len(block).to_bytes(3, "big") + b"\x01"
+                                + flags.to_bytes(1, "big") + stream_id.to_bytes(4, "big")
+                                + block)
+
+    def _queue_frame_bytes(self, frame: bytes) -> None:
+        """Append one serialized frame to what h2 will send (subclasses count it)."""
+        self._data_to_send += frame
