@@ -68,18 +68,17 @@ class Outcome:
 
 class CountingH2Connection(LeanH2Connection):
     """Counts the frames h2 queues in ``data_to_send`` (ACKs, RST_STREAMs, HEADERS): what
-    the connection owes a peer that may not be reading. DATA runs are captured by reference
-    and never queued, so they are not counted."""
+    the connection owes a peer that may not be reading. DATA runs go by reference and are
+    never queued, so they are not counted."""
 
     queued_frames = 0
     resets_queued = 0
 
     def _prepare_for_sending(self, frames: list[Any]) -> None:
-        if self._captured is None:
-            self.queued_frames += len(frames)
-            for frame in frames:
-                if isinstance(frame, RstStreamFrame):
-                    self.resets_queued += 1
+        self.queued_frames += len(frames)
+        for frame in frames:
+            if isinstance(frame, RstStreamFrame):
+                self.resets_queued += 1
         super()._prepare_for_sending(frames)
 
     def _queue_frame_bytes(self, frame: bytes) -> None:
