@@ -3,7 +3,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEB_PKGS := strace nghttp2-client nghttp2-server tshark curl openssl iproute2 python3-venv gcc python3-dev
+DEB_PKGS := strace nghttp2-client nghttp2-server tshark curl openssl iproute2 python3-venv gcc python3-dev linux-perf
 STAMP := $(VENV)/.installed
 
 .PHONY: setup compare test lint clean

@@ -100,6 +100,19 @@ class CellRunner:
         sample.round, sample.started = round_index, started
         return sample, after
 
+    def write_timing_run(self, cell: Cell, srv: ServerProcess) -> TimingSample:
+        """One more load on the cell's warm server with its write timing switched on: the
+        figures send_us/tls_us_per_response. The timing rounds keep it off: the thread
+        clock costs ~1.5 us a timed stretch (toolkit/server/socket_writer.py), measured at
+        0.6% of the server's CPU per response for writev h2c at 16 KiB, 1.3% over TLS,
+        ~30% for split and cork at 1 MiB (a syscall per segment)."""
+        srv.set_write_timing(True)
+        before = take_snapshot(srv)
+        load = self.load(f"{srv.url}/", self.cfg.strace_requests(cell.body_bytes))
+        after = take_snapshot(srv, after_load=True)
+        srv.set_write_timing(False)
+        return timing_sample(load, before, after)
+
     def alloc_probe(self, srv: ServerProcess) -> int:
         return int(self._client_call(measure_alloc_per_response, srv.url, "/", samples=5))
 

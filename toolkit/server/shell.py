@@ -39,6 +39,7 @@ class Server:
         self.loop = loop
         self.stats = ServerStats(cfg.strategy, cfg.transport,
                                  cfg.tls_mode if cfg.tls else None, cfg.tls_probe)
+        self.stats.counters.time_writes(cfg.write_timing)
         try:
             bodies = BodyStore(cfg.body_bytes)
         except MemoryError:
@@ -139,7 +140,12 @@ class Server:
             self.tcp_reader.wait_idle()
         return memory_report(reset_peak=reset_peak)
 
-    def stats_dict(self) -> dict[str, Any]:
+    def stats_dict(self, query: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        """``?write_timing=on|off`` switches the write timing first (for every connection):
+        timing runs keep it off, then one load is timed with it on."""
+        switch = (query or {}).get("write_timing")
+        if switch in (["on"], ["off"]):
+            self.stats.counters.time_writes(switch == ["on"])
         live = [st for c in list(self.connections) if (st := c.tls_stats()) is not None]
         return self.stats.to_dict(live)
 

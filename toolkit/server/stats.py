@@ -67,6 +67,18 @@ class ServerStats:
         return {"records": None, "record_bytes": None,
                 "ssl_writes": self.counters.calls["ssl_write"]}
 
+    def _write_timing_dict(self) -> dict[str, Any]:
+        """Nanoseconds inside the write path's own calls while the timing was ``on``:
+        ``send_ns``, the socket calls (under --tls-mode stdlib each is an SSL_write and
+        its syscall, which cannot be told apart: ``tls_ns`` is null there); ``tls_ns``,
+        the TLS plan's steps between socket calls (the strategy's steps, SSL_writes into
+        the memory BIO, taking and, with the probe, counting the records). Deltas are
+        per response only over a load that ran with the timing on throughout."""
+        c = self.counters
+        return {"on": c.timed, "send_ns": c.send_ns,
+                "tls_ns": c.tls_ns if self.transport == "h2" and self.tls_mode == "membio"
+                else None}
+
     def to_dict(self, live_tls: list[Any]) -> dict[str, Any]:
         p = self.protocol
         return {
@@ -90,4 +102,5 @@ class ServerStats:
             "connections_stalled": p.stalled,
             "tls": self._tls_dict(live_tls),
             "tcp": self.tcp_reader.snapshot() if self.tcp_reader else None,
+            "write_timing": self._write_timing_dict(),
         }
