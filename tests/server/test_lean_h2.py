@@ -226,3 +226,22 @@ def test_a_stream_the_peer_reset_gets_no_headers() -> None:
     server.receive_data(client.data_to_send())
     with pytest.raises(h2.exceptions.StreamClosedError):
         _respond(server, 1, True)
+
+
+def test_large_blocks_and_lists_are_not_kept() -> None:
+    """A memo holds small things only: a client cannot make it hold its header lists."""
+    from toolkit.server import lean_h2
+
+    encoder, memo = hpack.Encoder(), MemoDecoder()
+    big = [(b"x-a", b"v" * 1000), (b"x-b", b"w" * 1000)]
+    memo.decode(encoder.encode(big), raw=True)  # literals, indexed: the table changes
+    indexed = encoder.encode(big)  # two index bytes: kept
+    memo.decode(indexed, raw=True)
+    assert list(memo._memo) == [indexed]
+    memo.decode(encoder.encode([(b"x-c", b"1")]), raw=True)  # into the table
+    many = encoder.encode([(b"x-c", b"1")] * 600)  # 600 index bytes: decoded, not kept
+    assert len(memo.decode(many, raw=True)) == 600 and not memo._memo
+    lean_h2._validated.clear()
+    lean_h2.validate_inbound([*_GOOD, (b"x-a", b"v" * 5000)], False)
+    lean_h2.validate_inbound(_GOOD, False)
+    assert [len(k[1]) for k in lean_h2._validated] == [len(_GOOD)]

@@ -48,6 +48,11 @@ from toolkit.server.zero_copy import ZeroCopyH2Connection
 # Memo sizes: a well-behaved client repeats a handful of blocks; a hostile one that sends
 # new ones every time only empties the memo (and pays the decode it would pay anyway).
 MEMO_ENTRIES = 64
+# Only small blocks and lists are kept (a repeated request block is a few index bytes), so
+# a memo holds at most ~64 x 512 bytes per connection and 64 x 4 KiB in all, whatever a
+# client sends within --max-header-list-size.
+MEMO_MAX_BLOCK_BYTES = 512
+MEMO_MAX_LIST_BYTES = 4096
 
 
 class SilentLogger:
@@ -119,7 +124,7 @@ class MemoDecoder(hpack.Decoder):
             return headers
         if self._table_changed(before):
             self._memo.clear()  # every kept answer was decoded against the old table
-        else:
+        elif len(key) <= MEMO_MAX_BLOCK_BYTES:
             if len(self._memo) >= MEMO_ENTRIES:
                 self._memo.clear()
             headers = tuple(headers)
@@ -142,6 +147,8 @@ def validate_inbound(headers: Iterable[Any], is_trailer: bool) -> None:
     for _ in h2.utilities.validate_headers(key[1], _TRAILER_FLAGS if is_trailer
                                            else _REQUEST_FLAGS):
         pass
+    if sum(len(n) + len(v) for n, v in key[1]) > MEMO_MAX_LIST_BYTES:
+        return
     if len(_validated) >= MEMO_ENTRIES:
         _validated.clear()
     _validated[key] = None
