@@ -107,10 +107,12 @@ class CellRunner:
         0.6% of the server's CPU per response for writev h2c at 16 KiB, 1.3% over TLS,
         ~30% for split and cork at 1 MiB (a syscall per segment)."""
         srv.set_write_timing(True)
-        before = take_snapshot(srv)
-        load = self.load(f"{srv.url}/", self.cfg.strace_requests(cell.body_bytes))
-        after = take_snapshot(srv, after_load=True)
-        srv.set_write_timing(False)
+        try:
+            before = take_snapshot(srv)
+            load = self.load(f"{srv.url}/", self.cfg.strace_requests(cell.body_bytes))
+            after = take_snapshot(srv, after_load=True)
+        finally:
+            srv.set_write_timing(False)
         return timing_sample(load, before, after)
 
     def alloc_probe(self, srv: ServerProcess) -> int:

@@ -168,6 +168,14 @@ class Comparison:
             except WriteshapeError as exc:
                 self._fail(state, f"timing round {r + 1}: {exc}")
 
+    def _write_timing(self, state: CellState) -> None:
+        """An extra figure: a load that fails leaves it null, not the cell failed."""
+        assert state.server is not None
+        try:
+            state.write_timing = self.runner.write_timing_run(state.cell, state.server)
+        except WriteshapeError as exc:
+            self._say(f"no write timing for {_describe(state.cell)}: {exc}")
+
     def _finish(self) -> None:
         for state in self._alive():
             assert state.server is not None
@@ -175,7 +183,7 @@ class Comparison:
             try:
                 if self.cfg.memory_sample_ms:
                     state.memory = memory_summary(state.server.memory_series())
-                state.write_timing = self.runner.write_timing_run(state.cell, state.server)
+                self._write_timing(state)
                 if self.cfg.alloc_probe:
                     state.alloc = self.runner.alloc_probe(state.server)
             except WriteshapeError as exc:
