@@ -59,6 +59,10 @@ def test_json_has_the_contract_fields(review_json):
         assert row["failures"] == 0 and row["requests"] == 6 * 120
         assert row["self_count_matches_strace"] is True
         assert row["req_per_s"] > 0 and row["latency_ms_p99"] >= row["latency_ms_p50"] > 0
+        # The write path's own cost, from one more load with the server's timing on.
+        assert row["send_us_per_response"] > 0
+        assert (row["tls_us_per_response"] > 0) if row["transport"] == "h2" else (
+            row["tls_us_per_response"] is None)
         # Every round kept, as the contract names its fields.
         assert [r["round"] for r in row["rounds"]] == list(range(6))
         for rnd in row["rounds"]:

@@ -28,7 +28,7 @@ def _core(now_s: float = 0.0, **cfg: Any) -> tuple[H2ServerCore, ProtocolCounter
     config = ServerConfig(body_bytes=BODY, **cfg)
     counters = ProtocolCounters()
     router = Router(BodyStore(BODY), BODY, config.max_bytes_endpoint,
-                    mem=lambda q: {"rss_bytes": 1}, stats=lambda: {"responses": 0})
+                    mem=lambda q: {"rss_bytes": 1}, stats=lambda q: {"responses": 0})
     core = H2ServerCore(config, router, counters, now_s)
     core.initiate()
     return core, counters

@@ -63,6 +63,9 @@ def serve(
         help="count records (membio); --no-tls-probe: the baseline for the probe's cost")
     ] = True,
     flush_bytes: Annotated[str, typer.Option(help="DATA payload bytes per flush")] = "1MiB",
+    write_timing: Annotated[bool, typer.Option(
+        help="time socket calls and TLS record work from the start (/stats write_timing; "
+             "~1.5 us a socket call; GET /stats?write_timing=on|off switches it)")] = False,
     tracemalloc_on: Annotated[
         bool, typer.Option("--tracemalloc", help="trace Python allocations from the start")
     ] = False,
@@ -104,6 +107,7 @@ def serve(
         threads=threads, max_frame_bytes=max_frame_size, tls_mode=tls_mode,
         tls_probe=tls_probe, tls_version=tls_version, flush_bytes=parse_size(flush_bytes),
         strategy_options=parse_strategy_flags(ctx.args), tracemalloc=tracemalloc_on,
+        write_timing=write_timing,
         stats_json=str(stats_json) if stats_json else None, memory_sample_ms=memory_sample_ms,
         max_concurrent_streams=max_concurrent_streams,
         max_header_list_bytes=parse_size(max_header_list_size), idle_timeout_s=idle_timeout,

@@ -49,6 +49,10 @@ class TimingSample:
     live_heap_bytes_before: int | None = None
     live_heap_bytes_after: int | None = None
     perf_write_syscalls: int | None = None  # perf's count around the load (--counter perf)
+    # Inside the server's socket calls / TLS record work (null unless its write timing
+    # was on through the whole run: /stats write_timing).
+    write_send_ns: int | None = None
+    write_tls_ns: int | None = None
 
     def round_record(self) -> dict[str, Any]:
         """The row's ``rounds`` entry for this run (contract: ROW.rounds)."""
@@ -114,6 +118,13 @@ class ResultRow:
     cpu_s_per_request: float | None = figure("CPU µs/req", "µs", fmt="{:.0f}", scale=1e6,
                                              better="lower", ratio=True,
                                              description="server CPU per request", group="speed")
+    send_us_per_response: float | None = figure(
+        "send µs/resp", "µs", fmt="{:.1f}", better="lower",
+        description="µs inside the server's socket calls per response", group="speed")
+    tls_us_per_response: float | None = figure(
+        "TLS µs/resp", "µs", fmt="{:.1f}", better="lower",
+        description="µs in the server's SSL_writes and record work per response",
+        group="speed")
     rss_delta_bytes: int | None = figure("RSS Δ", "bytes", fmt="size",
                                          description="RSS growth over a run", group="memory")
     live_heap_delta_bytes: int | None = figure("heap Δ", "bytes", fmt="size",
@@ -302,6 +313,18 @@ def tls_figures(records: int | float | None, record_bytes: int | float | None,
     }
 
 
+def write_timing_figures(samples: list[TimingSample]) -> dict[str, float | None]:
+    """µs per response inside the server's socket calls and TLS record work: medians over
+    the runs that had the server's write timing on (null if none did)."""
+
+    def us(name: str) -> float | None:
+        v = median_or_none([per(getattr(s, name), s.responses) for s in samples])
+        return None if v is None else v / 1000
+
+    return {"send_us_per_response": us("write_send_ns"),
+            "tls_us_per_response": us("write_tls_ns")}
+
+
 def timing_figures(timing: list[TimingSample]) -> dict[str, Any]:
     """The row fields the timing runs of one cell give: medians over the runs."""
 
@@ -338,6 +361,7 @@ def timing_figures(timing: list[TimingSample]) -> dict[str, Any]:
         "failures_by_cause": causes,
         "timing_tls_probe": probes.pop() if len(probes) == 1 else None,
         "rounds": [s.round_record() for s in timing],
+        **write_timing_figures(timing),
     }
     # TLS figures: from the timing runs if they ran the probe (no counting run), else
     # from the counting run.
@@ -351,8 +375,10 @@ def build_row(*, strategy: str | None, transport: str, body_bytes: int, driver: 
               timing: list[TimingSample], counting: CountingSample | None,
               alloc_bytes_per_response: int | None, label: str = "",
               server: str = "writeshape", threads: bool = False,
-              tls_mode: str | None = None, error: str | None = None) -> ResultRow:
-    """Fold the samples of one cell into its row (medians over repeats)."""
+              tls_mode: str | None = None, error: str | None = None,
+              write_timing: TimingSample | None = None) -> ResultRow:
+    """Fold the samples of one cell into its row (medians over repeats). ``write_timing``:
+    a run with the server's write timing on, when the timing runs had it off."""
     row = ResultRow(strategy=strategy, transport=transport, body_bytes=body_bytes,
                     label=label, server=server, driver=driver, threads=threads,
                     tls_mode=tls_mode, error=error,
@@ -363,5 +389,8 @@ def build_row(*, strategy: str | None, transport: str, body_bytes: int, driver: 
         for name, value in counting_figures(counting).items():
             if name.startswith("tls_") and value is None:
                 continue  # keep what the timing runs measured, if anything
+            setattr(row, name, value)
+    if write_timing is not None:
+        for name, value in write_timing_figures([write_timing]).items():
             setattr(row, name, value)
     return row

@@ -124,6 +124,8 @@ def timing_sample(load: LoadSummary, before: Snapshot, after: Snapshot) -> Timin
     # load closed was read (one unreadable connection would undercount).
     tcp_ok = (before.settled and after.settled and bool(delta(before, after, "tcp", "connections"))
               and not delta(before, after, "tcp", "failed"))
+    # Write timing counts only if it was on at both ends (it is switched, never paused).
+    timed = bool(dig(before.stats, "write_timing", "on") and dig(after.stats, "write_timing", "on"))
     return TimingSample(
         requests=load.requests, failures=load.failures,
         req_per_s=load.req_per_s, mbytes_per_s=load.mbytes_per_s,
@@ -149,4 +151,6 @@ def timing_sample(load: LoadSummary, before: Snapshot, after: Snapshot) -> Timin
         live_heap_bytes_after=dig(after.mem, "live_heap_bytes"),
         failures_by_cause=dict(load.failures_by_cause),
         server_tls_probe=after.stats.get("tls_probe"),
+        write_send_ns=delta(before, after, "write_timing", "send_ns") if timed else None,
+        write_tls_ns=delta(before, after, "write_timing", "tls_ns") if timed else None,
     )

@@ -22,7 +22,7 @@ from toolkit.clients.summary import LoadSummary
 from toolkit.clients.target import parse_target
 from toolkit.errors import WriteshapeError
 from toolkit.measure.rows import CountingSample, TimingSample
-from toolkit.measure.snapshot import Snapshot, timing_sample
+from toolkit.measure.snapshot import Snapshot, take_snapshot, timing_sample
 from toolkit.probes.perf_syscalls import PerfWindow
 from toolkit.probes.strace_attach import StraceWindow
 from toolkit.probes.tcp_segments import ServerSegments, TcpSegmentsProbe
@@ -122,6 +122,25 @@ class CellRunner:
 
     def alloc_probe(self, srv: TimedServer) -> int | None:
         return srv.alloc_probe(self._client_call)
+
+    def write_timing_run(self, cell: Cell, srv: TimedServer) -> TimingSample | None:
+        """One more load on the cell's warm server with its write timing switched on: the
+        figures send_us/tls_us_per_response (writeshape's own server only). The timing
+        rounds keep it off: the thread clock costs ~1.5 us a timed stretch
+        (toolkit/server/socket_writer.py), measured at 0.6% of the server's CPU per
+        response for writev h2c at 16 KiB, 1.3% over TLS, ~30% for split and cork at
+        1 MiB (a syscall per segment)."""
+        if not isinstance(srv, OwnServer):
+            return None
+        process = srv.process
+        process.set_write_timing(True)
+        try:
+            before = take_snapshot(process)
+            load = self.load(srv.load_url, self.cfg.strace_requests(cell.body_bytes))
+            after = take_snapshot(process, after_load=True)
+        finally:
+            process.set_write_timing(False)
+        return timing_sample(load, before, after)
 
     def counting_pass(self, cell: Cell, srv: TimedServer | None = None) -> CountingSample:
         requests = self.cfg.strace_requests(cell.body_bytes)

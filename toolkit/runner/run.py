@@ -36,8 +36,9 @@ from toolkit.sizes import format_size
 
 ProgressFn = Callable[[str], None]
 UpdateFn = Callable[[list[ResultRow]], None]
-# Kept back from the budget, per cell, for the allocation probe and stopping its server.
-_FINISH_S_PER_CELL = 1.0
+# Kept back from the budget, per cell, for the write timing load, the allocation probe
+# and stopping its server.
+_FINISH_S_PER_CELL = 1.5
 
 
 @dataclass
@@ -46,6 +47,7 @@ class CellState:
     timing: list[TimingSample] = field(default_factory=list)
     counting: CountingSample | None = None
     alloc: int | None = None
+    write_timing: TimingSample | None = None  # one load with the write timing on
     memory: dict[str, Any] | None = None
     error: str | None = None  # the cell could not be timed: no more rounds for it
     counting_error: str | None = None  # the counting run failed; the timing rounds go on
@@ -78,7 +80,7 @@ class Comparison:
                           timing=s.timing, counting=s.counting, alloc_bytes_per_response=s.alloc,
                           threads=cfg.threads,
                           tls_mode=cfg.tls_mode if s.cell.transport == "h2" else None,
-                          error=s.error or s.counting_error)
+                          error=s.error or s.counting_error, write_timing=s.write_timing)
                 for s in self.cells.values()]
         for row, state in zip(rows, self.cells.values(), strict=True):
             row.memory = state.memory
@@ -173,13 +175,22 @@ class Comparison:
             except WriteshapeError as exc:
                 self._fail(state, f"timing round {r + 1}: {exc}")
 
+    def _write_timing(self, state: CellState) -> None:
+        """An extra figure: a load that fails leaves it null, not the cell failed."""
+        assert state.server is not None
+        try:
+            state.write_timing = self.runner.write_timing_run(state.cell, state.server)
+        except WriteshapeError as exc:
+            self._say(f"no write timing for {_describe(state.cell)}: {exc}")
+
     def _finish(self) -> None:
         for state in self._alive():
             assert state.server is not None
-            self._say(f"allocation probe and memory of {_describe(state.cell)}")
+            self._say(f"write timing, allocation probe and memory of {_describe(state.cell)}")
             try:
                 if self.cfg.memory_sample_ms:
                     state.memory = memory_summary(state.server.memory_series())
+                self._write_timing(state)
                 if self.cfg.alloc_probe:
                     state.alloc = self.runner.alloc_probe(state.server)  # None: not ours
             except WriteshapeError as exc:

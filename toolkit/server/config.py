@@ -34,6 +34,9 @@ class ServerConfig:
     stats_json: str | None = None
     # Memory over time (GET /mem/series): RSS and live heap every this many ms; 0: off.
     memory_sample_ms: int = 0
+    # CPU time inside socket calls (and membio TLS record work), reported in /stats; off
+    # by default (about 1.5 us a socket call), switched by GET /stats?write_timing=on|off.
+    write_timing: bool = False
     # Protection limits (defaults close to nghttp2's; docs/limits.md, toolkit/server/guard.py).
     max_concurrent_streams: int = 100
     max_header_list_bytes: int = 65536

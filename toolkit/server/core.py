@@ -20,7 +20,6 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import h2.config
 import h2.errors
 import h2.events
 import h2.exceptions
@@ -30,9 +29,9 @@ from hyperframe.frame import RstStreamFrame
 
 from toolkit.server.config import ServerConfig
 from toolkit.server.guard import ConnectionGuard, StallDetector, Verdict
+from toolkit.server.lean_h2 import LeanH2Connection, lean_h2_config, response_header_block
 from toolkit.server.routes import Router
 from toolkit.server.stats import ProtocolCounters
-from toolkit.server.zero_copy import ZeroCopyH2Connection
 from toolkit.strategies import Buffer
 
 
@@ -67,30 +66,24 @@ class Outcome:
     windows_opened: bool = False
 
 
-def h2_config() -> h2.config.H2Configuration:
-    # Inbound headers are validated (clients may be hostile); outbound ones are ours and
-    # fixed, so their validation and normalization would only cost time per response.
-    return h2.config.H2Configuration(client_side=False, header_encoding=None,
-                                     validate_inbound_headers=True,
-                                     validate_outbound_headers=False,
-                                     normalize_outbound_headers=False)
-
-
-class CountingH2Connection(ZeroCopyH2Connection):
+class CountingH2Connection(LeanH2Connection):
     """Counts the frames h2 queues in ``data_to_send`` (ACKs, RST_STREAMs, HEADERS): what
-    the connection owes a peer that may not be reading. DATA runs are captured by reference
-    and never queued, so they are not counted."""
+    the connection owes a peer that may not be reading. DATA runs go by reference and are
+    never queued, so they are not counted."""
 
     queued_frames = 0
     resets_queued = 0
 
     def _prepare_for_sending(self, frames: list[Any]) -> None:
-        if self._captured is None:
-            self.queued_frames += len(frames)
-            for frame in frames:
-                if isinstance(frame, RstStreamFrame):
-                    self.resets_queued += 1
+        self.queued_frames += len(frames)
+        for frame in frames:
+            if isinstance(frame, RstStreamFrame):
+                self.resets_queued += 1
         super()._prepare_for_sending(frames)
+
+    def _queue_frame_bytes(self, frame: bytes) -> None:
+        self.queued_frames += 1
+        super()._queue_frame_bytes(frame)
 
 
 def _refusal(verdict: Verdict) -> Close:
@@ -105,7 +98,7 @@ class H2ServerCore:
         self.cfg = cfg
         self.route = route
         self.counters = counters
-        self.h2 = CountingH2Connection(h2_config())
+        self.h2 = CountingH2Connection(lean_h2_config())
         self.responses: dict[int, Response] = {}
         self.guard = ConnectionGuard(cfg.guard_limits(), now_s)
         self.stall = StallDetector(cfg.idle_timeout_s)
@@ -175,13 +168,11 @@ class H2ServerCore:
         self.counters.requests += 1
         status, body, ctype = self.route(method, path)
         sid = ev.stream_id
-        resp_headers = [(b":status", str(status).encode()),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"content-type", ctype), (b"server", b"writeshape")]
+        block = response_header_block(status, len(body), ctype)
         if method == b"HEAD":  # the length of the body, and no body (RFC 9110 9.3.2)
             body = body[:0]
         try:
-            self.h2.send_headers(sid, resp_headers, end_stream=len(body) == 0)
+            self.h2.send_encoded_headers(sid, block, end_stream=len(body) == 0)
         except (h2.exceptions.StreamClosedError, h2.exceptions.StreamIDTooLowError):
             # Reset by the peer later in the same read (Rapid Reset): h2 has already
             # forgotten the stream. Nothing to answer.

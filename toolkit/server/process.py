@@ -71,6 +71,9 @@ class ServerOptions:
     tls_mode: str = "membio"
     tls_version: str = "1.3"
     tls_probe: bool = True
+    # Off unless asked (as serve's default): timing runs must not pay for it; the runner
+    # switches it on for one load of its own (CellRunner.write_timing_run).
+    write_timing: bool = False
     max_frame_bytes: int | None = None
     flush_bytes: int | None = None
     # The strategy's own options by keyword (toolkit.strategies declares their flags).
@@ -90,6 +93,8 @@ class ServerOptions:
                 args.append("--no-tls-probe")
         if self.threads:
             args.append("--threads")
+        if self.write_timing:
+            args.append("--write-timing")
         if self.max_frame_bytes:
             args += ["--max-frame-size", str(self.max_frame_bytes)]
         if self.flush_bytes:
@@ -221,6 +226,10 @@ class ServerProcess:
 
     def stats(self) -> dict[str, Any]:
         return self.get_json("/stats")
+
+    def set_write_timing(self, on: bool) -> dict[str, Any]:
+        """Switch the server's write timing (its /stats ``write_timing``) on or off."""
+        return self.get_json(f"/stats?write_timing={'on' if on else 'off'}")
 
     def mem(self, query: str = "") -> dict[str, Any]:
         return self.get_json("/mem" + (f"?{query}" if query else ""))

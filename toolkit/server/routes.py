@@ -31,11 +31,11 @@ def _text(status: int, text: str) -> Answer:
 
 
 class Router:
-    """Answers GET and HEAD; ``mem(query)`` and ``stats()`` return JSON-able dicts."""
+    """Answers GET and HEAD; ``mem(query)`` and ``stats(query)`` return JSON-able dicts."""
 
     def __init__(self, bodies: BodyStore, default_body_bytes: int, max_bytes_endpoint: int,
                  mem: Callable[[dict[str, list[str]]], dict[str, Any]],
-                 stats: Callable[[], dict[str, Any]],
+                 stats: Callable[[dict[str, list[str]]], dict[str, Any]],
                  series: Callable[[], dict[str, Any] | None] = lambda: None) -> None:
         self.bodies = bodies
         self.default_body = bodies.view(default_body_bytes)
@@ -67,5 +67,6 @@ class Router:
                 return _text(404, "memory sampling is off (serve --memory-sample-ms N)\n")
             return Answer(200, memoryview(json.dumps(series).encode()), JSON)
         if path == "/stats":
-            return Answer(200, memoryview(json.dumps(self._stats()).encode()), JSON)
+            return Answer(200, memoryview(json.dumps(self._stats(parse_qs(query))).encode()),
+                          JSON)
         return _text(404, "not found\n")

@@ -24,6 +24,7 @@ from toolkit.errors import UsageError, WriteshapeError
 from toolkit.protocol.body import BodyStore
 from toolkit.server.config import ServerConfig
 from toolkit.server.connection import RECV_BYTES, Connection
+from toolkit.server.lean_h2 import silence_hpack_logging
 from toolkit.server.memory import MemorySampler, memory_report
 from toolkit.server.routes import Router
 from toolkit.server.stats import ServerStats
@@ -38,6 +39,7 @@ class Server:
         self.loop = loop
         self.stats = ServerStats(cfg.strategy, cfg.transport,
                                  cfg.tls_mode if cfg.tls else None, cfg.tls_probe)
+        self.stats.counters.time_writes(cfg.write_timing)
         try:
             bodies = BodyStore(cfg.body_bytes)
         except MemoryError:
@@ -138,7 +140,12 @@ class Server:
             self.tcp_reader.wait_idle()
         return memory_report(reset_peak=reset_peak)
 
-    def stats_dict(self) -> dict[str, Any]:
+    def stats_dict(self, query: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        """``?write_timing=on|off`` switches the write timing first (for every connection):
+        timing runs keep it off, then one load is timed with it on."""
+        switch = (query or {}).get("write_timing")
+        if switch in (["on"], ["off"]):
+            self.stats.counters.time_writes(switch == ["on"])
         live = [st for c in list(self.connections) if (st := c.tls_stats()) is not None]
         return self.stats.to_dict(live)
 
@@ -160,6 +167,7 @@ class Server:
 def run_server(cfg: ServerConfig, announce: Callable[[str], None] | None = None) -> None:
     """Serve until SIGINT/SIGTERM; then close connections and return (exit 0)."""
     logging.basicConfig(level=logging.WARNING, format="writeshape: %(message)s")
+    silence_hpack_logging()
     if cfg.tracemalloc:
         tracemalloc.start()
     loop = asyncio.new_event_loop()

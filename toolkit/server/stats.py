@@ -68,6 +68,18 @@ class ServerStats:
         return {"records": None, "record_bytes": None,
                 "ssl_writes": self.counters.calls["ssl_write"]}
 
+    def _write_timing_dict(self) -> dict[str, Any]:
+        """Nanoseconds inside the write path's own calls while the timing was ``on``:
+        ``send_ns``, the socket calls (under --tls-mode stdlib each is an SSL_write and
+        its syscall, which cannot be told apart: ``tls_ns`` is null there); ``tls_ns``,
+        the TLS plan's steps between socket calls (the strategy's steps, SSL_writes into
+        the memory BIO, taking and, with the probe, counting the records). Deltas are
+        per response only over a load that ran with the timing on throughout."""
+        c = self.counters
+        return {"on": c.timed, "send_ns": c.send_ns,
+                "tls_ns": c.tls_ns if self.transport == "h2" and self.tls_mode == "membio"
+                else None}
+
     def to_dict(self, live_tls: list[Any]) -> dict[str, Any]:
         p = self.protocol
         return {
@@ -94,4 +106,5 @@ class ServerStats:
             # The process's CPU time (all threads), in ns: finer than the 10 ms ticks an
             # outside reader (psutil) sees, which quantise a short round's CPU per request.
             "process_cpu_ns": time.process_time_ns(),
+            "write_timing": self._write_timing_dict(),
         }

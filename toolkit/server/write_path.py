@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from toolkit.server.socket_writer import SendCounters, SocketWriter
+from toolkit.server.socket_writer import SendCounters, SocketWriter, write_clock
 from toolkit.server.tls_plan import tls_socket_calls
 from toolkit.strategies import Buffer, SocketCall, SslWrite, Strategy, TlsStep
 
@@ -69,8 +69,17 @@ class WritePath:
             if self.writer.busy and not self.writer.write_pending():
                 return False
             plan = self.plan
+            # Under membio TLS the plan's steps between two socket calls are SSL_writes and
+            # taking their records: timed as one stretch, two clock reads per socket call.
+            counters = self.counters
+            time_tls = counters.timed and self.tls is not None
             while plan is not None:
-                call = next(plan, None)
+                if time_tls:
+                    t0 = write_clock()
+                    call = next(plan, None)
+                    counters.tls_ns += write_clock() - t0 - counters.bias_ns
+                else:
+                    call = next(plan, None)
                 if call is None:
                     self.plan = None
                     self.last_flush_s = time.monotonic()  # writes idle from here
