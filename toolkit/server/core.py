@@ -177,6 +177,10 @@ class H2ServerCore:
             # Reset by the peer later in the same read (Rapid Reset): h2 has already
             # forgotten the stream. Nothing to answer.
             return None
+        except h2.exceptions.ProtocolError:
+            # The peer's GOAWAY in the same read closed the connection: h2 sends nothing
+            # more (a request after it is one the peer said it would not wait for).
+            return None
         if len(body) == 0:
             self.counters.responses += 1
             return None
