@@ -7,6 +7,7 @@ Pure: rows with their ``rounds`` in, the same rows with ``ratios``, ``verdicts``
 from __future__ import annotations
 
 import itertools
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,10 +89,11 @@ def spread_warnings(row: ResultRow) -> list[str]:
     cv = row.cv.get("req_per_s")
     if cv is None or cv < NOISY_CV:
         return []
-    runs = [r.get("requests") or 0 for r in row.rounds]
-    few = bool(runs) and min(runs) < 1000
-    cause = ("too few requests per round (raise --requests)" if few else
-             "a busy machine (stop other work, or add rounds: --max-seconds)")
+    lengths = [r["requests"] / r["req_per_s"] for r in row.rounds
+               if r.get("requests") and r.get("req_per_s")]
+    short = bool(lengths) and statistics.median(lengths) < 0.25
+    cause = ("rounds too short to average the noise (more --requests per round)" if short
+             else "a busy machine (stop other work), or more rounds (--max-seconds)")
     return [f"{row.label} {row.transport}: req/s varies by {cv:.0%} between rounds; "
             f"suspect {cause}"]
 

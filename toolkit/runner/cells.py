@@ -91,6 +91,13 @@ class CellRunner:
         try:
             self.load(srv.load_url, max(cfg.warmup_requests, cfg.connections * cfg.streams),
                       verify_body=srv.verify_body)
+            if cfg.requests is None:  # the rate a round's length is set from
+                calibration = self.load(srv.load_url, cfg.timing_requests(cell.body_bytes),
+                                        verify_body=srv.verify_body)
+                srv.round_requests = cfg.round_requests(cell.body_bytes,
+                                                        calibration.req_per_s)
+            else:
+                srv.round_requests = cfg.requests
         except BaseException:
             srv.stop()
             raise
@@ -106,8 +113,7 @@ class CellRunner:
         started = datetime.now(UTC).isoformat(timespec="milliseconds")
         window = PerfWindow(srv.pids()).start() if self.cfg.counter == "perf" else None
         try:
-            load = self.load(srv.load_url, self.cfg.timing_requests(cell.body_bytes),
-                             verify_body=srv.verify_body)
+            load = self.load(srv.load_url, srv.round_requests, verify_body=srv.verify_body)
         finally:
             counts = window.stop() if window is not None else None
             if window is not None:

@@ -77,7 +77,13 @@ class CompareConfig:
     target_half_width: float = 0.05
     noise_threshold: float = 0.05
     memory_sample_ms: int = 250
-    round_bytes: int = 512 << 20  # body bytes per timing round, when --requests is not given
+    round_bytes: int = 512 << 20  # calibration load: body bytes (then rounds are timed)
+    # Without --requests a round lasts about this long at the rate a calibration load
+    # measured on the warm server, so every cell's round is as long as the others'.
+    # Measured here (default compare, 12 cells): rounds of 0.5 s varied as much (CV
+    # 10-16%) as rounds of 0.15 s, but gave 20 rounds in the budget instead of 31: the
+    # noise is between rounds, not within them, and more rounds narrow the intervals.
+    round_s: float = 0.2
     # Servers that are not writeshape's, as rows beside the strategies (compare --servers;
     # writeshape profile): reference servers by name, or targets already running.
     servers: list[str] = field(default_factory=list)
@@ -209,9 +215,17 @@ class CompareConfig:
     def timing_requests(self, body_bytes: int) -> int:
         if self.requests is not None:
             return self.requests
-        # About 512 MiB per round, within 300..3000 requests: under a second per round
-        # here, long enough to average the fast noise, short enough for rounds to add up.
+        # The calibration load (and the count before a rate is known): about 512 MiB,
+        # within 300..3000 requests.
         return max(300, min(3000, self.round_bytes // max(body_bytes, 1)))
+
+    def round_requests(self, body_bytes: int, req_per_s: float | None) -> int:
+        """Requests per timing round: --requests, or what lasts ``round_s`` at the rate
+        the calibration load measured (and at least one per connection, for h2load)."""
+        if self.requests is not None or not req_per_s:
+            return self.timing_requests(body_bytes)
+        n = int(req_per_s * self.round_s)
+        return max(self.connections * self.streams, 100, min(n, 200_000))
 
     def strace_requests(self, body_bytes: int) -> int:
         if self.counting_requests is not None:
@@ -237,7 +251,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                "body_sizes": [1 << 20], "requests": 10_000, "counting_requests": 400,
                "connections": 4, "streams": 4, "repeat": 10},
     # A one-minute look: fewer requests per round and per counting run, a short budget.
-    "quick": {"max_seconds": 55.0, "counting_requests": 48, "round_bytes": 192 << 20},
+    "quick": {"max_seconds": 55.0, "counting_requests": 48, "round_s": 0.15},
 }
 
 

@@ -33,6 +33,7 @@ class TimedServer(Protocol):
     def load_url(self) -> str: ...  # what the loads request
 
     verify_body: bool  # serves writeshape's byte pattern (clients can check bodies)
+    round_requests: int  # requests per timing round, set when the server is calibrated
 
     def snapshot(self, *, after_load: bool) -> Snapshot: ...
 
@@ -53,6 +54,7 @@ class TimedServer(Protocol):
 class OwnServer:
     process: ServerProcess
     verify_body: bool = True
+    round_requests: int = 0
 
     @property
     def load_url(self) -> str:
@@ -86,12 +88,14 @@ class OtherServer:
     it (stopped here); else ``target`` was launched (stopped here) or attached (never)."""
 
     verify_body: bool
+    round_requests: int
 
     def __init__(self, target: ProcessTreeTarget, *, reference: ReferenceServer | None = None,
                  verify_body: bool = False) -> None:
         self.target = target
         self.reference = reference
         self.verify_body = verify_body
+        self.round_requests = 0
         self.load_url = target.url
         self.requests_served = 0  # by our loads: the x of the memory series
         self._samples: list[tuple[float, int, None, int]] = []
