@@ -8,13 +8,16 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from toolkit.errors import UsageError
+from toolkit.measure.fields import Figure
 from toolkit.measure.rows import ResultRow
 from toolkit.reports.table import (
-    TABLE_FIGURES,
+    MEMORY_FIGURES,
+    SHAPE_FIGURES,
+    SPEED_FIGURES,
     cv_text,
     effective_baseline,
     formatted_rows,
@@ -73,26 +76,43 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def results_markdown(result: CompareResult, *, baseline: str = "single") -> str:
-    baseline = effective_baseline(result.rows, baseline)
-    heads = (["transport", "body", "strategy", "rounds"] + [f.heading for f in TABLE_FIGURES]
-             + ["CV", "memory", "failures"])
+def _markdown_table(result: CompareResult, baseline: str, figures: Sequence[Figure],
+                    extra: Sequence[tuple[str, Callable[[ResultRow], str]]]) -> list[str]:
+    heads = ["transport", "body", "label"] + [f.heading for f in figures] + [h for h, _ in extra]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-    for row, formatted in formatted_rows(result.rows, baseline, TABLE_FIGURES):
-        cells = [row.transport, format_size(row.body_bytes), row_name(row), str(len(row.rounds))]
+    for row, formatted in formatted_rows(result.rows, baseline, figures):
+        cells = [row.transport, format_size(row.body_bytes), row_name(row)]
         cells += [text if r is None else f"{text} ({r})" for text, r in formatted]
-        cells += [cv_text(row), memory_text(row),
-                  "—" if row.failures is None else str(row.failures)]
+        cells += [text_of(row) for _, text_of in extra]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def results_markdown(result: CompareResult, *, baseline: str = "single") -> str:
+    """Three tables, as on the terminal: speed (untraced rounds), memory, write shape."""
+    baseline = effective_baseline(result.rows, baseline)
     meta = result.meta
-    lines.append("")
+
+    def failures(row: ResultRow) -> str:
+        return ("—" if row.failures is None else str(row.failures)) + (
+            " +error" if row.error else "")
+
+    lines = ["Speed (untraced timing rounds):", ""]
+    lines += _markdown_table(result, baseline, SPEED_FIGURES, [
+        ("rounds", lambda r: str(len(r.rounds))), ("CV", cv_text), ("failures", failures)])
+    lines += ["", "Memory (RSS slope: per 1,000 requests over the rounds):", ""]
+    lines += _markdown_table(result, baseline, MEMORY_FIGURES, [("RSS slope", memory_text)])
+    lines += ["", "Write shape (writes: a separate run under strace):", ""]
+    lines += _markdown_table(result, baseline, SHAPE_FIGURES, [])
     threshold = meta.get("noise_threshold")
+    lines.append("")
     lines.append(f"Command: `{meta.get('command')}` — driver {meta.get('driver')}, "
-                 f"Python {meta.get('python')}, kernel {meta.get('kernel')}, "
-                 f"{meta.get('started')}, {meta.get('duration_s')} s. Ratios (×) against "
-                 f"`{baseline}`" + (
+                 f"{meta.get('rounds', '?')} rounds, Python {meta.get('python')}, kernel "
+                 f"{meta.get('kernel')}, {meta.get('started')}, {meta.get('duration_s')} s. "
+                 f"Ratios (×) against `{baseline}`" + (
                      f"; for req/s, p99 and CPU the median of the per-round paired ratios "
-                     f"with its 95% interval and verdict (same: within ±{threshold:.0%})."
+                     f"with its 95% interval and verdict (same: within ±{threshold:.0%}); "
+                     "beside the baseline, the 95% interval of its own median."
                      if isinstance(threshold, float) else "."))
     return "\n".join(lines) + "\n"
 

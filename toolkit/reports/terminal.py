@@ -36,7 +36,7 @@ def comparison_table(rows: Sequence[ResultRow], *, baseline: str = "single",
     from rich.table import Table
 
     table = Table(title=title, show_lines=False, header_style="bold")
-    for heading in ("transport", "body", "strategy"):
+    for heading in ("transport", "body", "label"):
         table.add_column(heading, justify="right" if heading == "body" else "left")
     for fig in figures:
         table.add_column(fig.heading, justify="right")
