@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 
-import psutil
 import pytest
+from processes import tagged_processes
 
 from tls_probe import RECORD_COUNTER
 
@@ -160,18 +160,6 @@ def test_python_api_returns_rows_and_a_dataframe():
     assert df.set_index("strategy").loc["split", "write_syscalls_per_response"] > 4
 
 
-def _tagged_processes(tag: str) -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter():
-        try:
-            if p.environ().get("WRITESHAPE_TEST_TAG") == tag and \
-                    p.status() != psutil.STATUS_ZOMBIE:
-                found.append(p)
-        except psutil.Error:
-            continue
-    return found
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_compare_keeps_finished_cells_and_leaves_no_process(tmp_path, sig):
     out = tmp_path / "partial.json"
@@ -191,7 +179,7 @@ def test_interrupted_compare_keeps_finished_cells_and_leaves_no_process(tmp_path
                 break
         time.sleep(0.2)
     assert rows >= 2, "no round finished"
-    assert len(_tagged_processes(tag)) >= 2  # the detector sees compare and its server
+    assert len(tagged_processes(tag)) >= 2  # the detector sees compare and its server
     os.kill(proc.pid, sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
@@ -200,7 +188,7 @@ def test_interrupted_compare_keeps_finished_cells_and_leaves_no_process(tmp_path
     assert sum(1 for r in data["results"] if r["rounds"]) >= rows
     assert all(not r["failures"] for r in data["results"])
     time.sleep(0.5)
-    left = _tagged_processes(tag)  # servers, strace, h2load: all inherit the tag
+    left = tagged_processes(tag)  # servers, strace, h2load: all inherit the tag
     assert not left, [p.cmdline() for p in left]
 
 

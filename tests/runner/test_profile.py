@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
+from processes import tagged_processes
 
 ROW_FIELDS = ("strategy transport body_bytes requests failures req_per_s latency_ms_p99 "
               "cpu_s_per_request write_syscalls_per_response bytes_per_write_syscall "
@@ -36,18 +36,6 @@ def _one_line(proc: subprocess.CompletedProcess[str], needle: str) -> None:
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], proc.stderr
-
-
-def _tagged(tag: str) -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter():
-        try:
-            if p.environ().get("WRITESHAPE_TEST_TAG") == tag and \
-                    p.status() != psutil.STATUS_ZOMBIE:
-                found.append(p)
-        except psutil.Error:
-            continue
-    return found
 
 
 def test_profiling_writeshapes_own_server_gives_compares_writes(tmp_path: Path) -> None:
@@ -139,7 +127,7 @@ def test_bad_targets_are_one_line_and_leave_nothing_running(tmp_path: Path) -> N
     proc = _writeshape("profile", "--reference", "apache")
     _one_line(proc, "unknown server 'apache'")
     time.sleep(0.5)
-    assert not [p.cmdline() for p in _tagged(tag) if "sleep" in " ".join(p.cmdline())]
+    assert not [p.cmdline() for p in tagged_processes(tag) if "sleep" in " ".join(p.cmdline())]
 
 
 def test_a_reference_server_that_is_not_installed_is_named() -> None:

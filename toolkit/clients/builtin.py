@@ -1,22 +1,9 @@
 """The built-in HTTP/2 load generator: C connections x M streams over h2c or h2 (TLS, ALPN).
 
-It runs on the same 2-core machine as the server it measures, so the hot path is lean:
-
-* python-hyper/h2 owns the protocol state (SETTINGS, HEADERS, HPACK, stream states,
-  RST_STREAM, GOAWAY). DATA frames of streams whose response headers h2 has already
-  delivered take a fast path: the payload is checked in place in the receive buffer
-  (a memcmp against a precomputed pattern slice) and counted, never copied into an
-  h2 event. h2 sees a zero-length DATA frame carrying END_STREAM instead, so its stream
-  state machine still closes the stream. (h2 copies and hex-dumps every DATA payload
-  it parses, about 30 us per 16 KiB frame: that would make the client the bottleneck.)
-* Flow control: SETTINGS_INITIAL_WINDOW_SIZE 2^30-1 and a connection WINDOW_UPDATE to
-  2^30-1 at start; consumed bytes are returned with WINDOW_UPDATE once a quarter of a
-  window is used, so the server is never window-starved.
-* Receiving uses asyncio.BufferedProtocol (recv_into a reusable buffer). Writes are
-  batched: one transport.write per received chunk.
-
-TLS goes through memory BIOs (tls_probe.InstrumentedTLS) so that the
-client also counts the TLS records it receives.
+The driver: tickets for requests (a count or a duration, after a warm-up), connection
+slots that reconnect when a server drops them, a watchdog that accounts for every
+request, and the summary. One connection's protocol work, and why its hot path is lean
+on a 2-core machine shared with the server it measures, is in h2_client.py.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from typing import Any
 
 from toolkit.measure.fields import Figure, human_bytes
 from toolkit.measure.rows import FIGURES, ResultRow
+from toolkit.measure.verdicts import baseline_row
 
 SPEED_FIGURES = [f for f in FIGURES.values() if f.group == "speed"]
 MEMORY_FIGURES = [f for f in FIGURES.values() if f.group == "memory"]
@@ -27,14 +28,6 @@ def effective_baseline(rows: Sequence[ResultRow], baseline: str) -> str:
     if rows and baseline not in {r.label for r in rows}:
         return row_name(rows[0])
     return baseline
-
-
-def baseline_for(rows: Sequence[ResultRow], row: ResultRow, baseline: str) -> ResultRow | None:
-    for other in rows:
-        if (other.label, other.transport, other.body_bytes) == (
-                baseline, row.transport, row.body_bytes):
-            return other
-    return None
 
 
 def ratio(value: Any, base: Any) -> float | None:
@@ -89,6 +82,6 @@ def formatted_rows(rows: Sequence[ResultRow], baseline: str, figures: Sequence[F
     baseline = effective_baseline(rows, baseline)
     ordered = sorted(rows, key=lambda r: (r.transport, r.body_bytes, r.label != baseline))
     for row in ordered:
-        base = baseline_for(rows, row, baseline)
+        base = baseline_row(rows, row, baseline)
         yield row, [(fig.format(getattr(row, fig.name)), ratio_text(row, base, fig))
                     for fig in figures]
