@@ -73,7 +73,10 @@ def test_json_has_the_contract_fields(review_json):
         assert row["label"] == row["strategy"] and row["server"] == "writeshape"
         assert set(row["cv"]) >= {"req_per_s"}
         mem = row["memory"]
-        assert mem["verdict"] in ("grows", "flat") and mem["series"]
+        # 6 rounds of 120 requests: after the warm-up too few points of traffic to call
+        # growth, and the table says why rather than guessing; never "grows" (no leak here).
+        assert mem["verdict"] is None and mem["series"], mem
+        assert "too little traffic" in mem["verdict_reason"]
         assert len(mem["series"][0]) == 3 and "median" in mem["rss_slope_bytes_per_krequest"]
         if row["strategy"] == "single":  # the baseline
             assert row["ratios"] is None and row["verdicts"] is None

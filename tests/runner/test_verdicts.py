@@ -24,7 +24,7 @@ def _rows(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {r["label"]: r for r in doc["results"]}
 
 
-def test_a_strategy_against_itself_is_the_same_and_split_is_worse(tmp_path: Path) -> None:
+def test_a_strategy_against_itself_claims_no_difference_and_split_is_worse(tmp_path: Path) -> None:
     doc = _compare(tmp_path / "aa.json", "--strategies", "single,single,split",
                    "--transports", "h2c", "--body-sizes", "1MiB", "--no-strace", "--no-alloc",
                    "--max-seconds", "75")
@@ -32,9 +32,18 @@ def test_a_strategy_against_itself_is_the_same_and_split_is_worse(tmp_path: Path
     assert set(rows) == {"single", "single#2", "split"}
     aa, split = rows["single#2"], rows["split"]
     assert len(aa["rounds"]) >= 6, "the budget must give the 6 rounds a 95% interval needs"
-    # The machine's own noise: no difference claimed, and the interval holds 1.
-    assert aa["verdicts"]["req_per_s"] == "same", aa["ratios"]
-    assert aa["ratios"]["req_per_s"]["ci_low"] <= 1 <= aa["ratios"]["req_per_s"]["ci_high"]
+    # The machine's own noise is never a difference: on no figure does a strategy beat or
+    # lose to itself. "same" needs the whole interval within 5% of 1; with this machine's
+    # round-to-round noise (12-20%) a 75 s budget narrows it to about +-5%, so the A/A
+    # verdict is "same" or, when the interval still straddles the threshold,
+    # "inconclusive" (README, "Noise": the 20 A/A runs).
+    for name, v in aa["verdicts"].items():
+        r = aa["ratios"][name]
+        assert v in ("same", "inconclusive"), (name, r)
+        inside = r["ci_low"] >= 1 / 1.05 and r["ci_high"] <= 1.05
+        assert (v == "same") == inside, (name, v, r)
+    rps = aa["ratios"]["req_per_s"]
+    assert rps["ci_high"] - rps["ci_low"] < 0.25, "the rounds must narrow the interval"
     # 128 writes per response against one: split is slower, whatever the noise.
     assert split["verdicts"]["req_per_s"] == "worse", split["ratios"]
     assert split["verdicts"]["cpu_s_per_request"] == "worse", split["ratios"]
@@ -73,7 +82,7 @@ def test_memory_that_grows_with_traffic_is_told_from_a_plateau(tmp_path: Path) -
     env = dict(os.environ, **{PLUGIN_MODULES_ENV: "leaky_strategy"},
                PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
     doc = _compare(tmp_path / "leak.json", "--strategies", "writev,leaky", "--transports",
-                   "h2c", "--body-sizes", "16KiB", "--repeat", "6", "--requests", "2000",
+                   "h2c", "--body-sizes", "16KiB", "--repeat", "8", "--requests", "2000",
                    "--no-strace", "--no-alloc", env=env)
     rows = _rows(doc)
     leaky, writev = rows["leaky"]["memory"], rows["writev"]["memory"]

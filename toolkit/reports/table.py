@@ -67,7 +67,10 @@ def memory_text(row: ResultRow) -> str:
     if not slope:
         return "—"
     sign = "+" if slope["median"] >= 0 else ""
-    return f"{sign}{human_bytes(slope['median'])}/1k {mem.get('verdict') or ''}".strip()
+    # No verdict is said as such (the JSON's verdict_reason has the whole sentence).
+    verdict = mem.get("verdict") or ("no verdict: few rounds" if mem.get("verdict_reason")
+                                     else "")
+    return f"{sign}{human_bytes(slope['median'])}/1k {verdict}".strip()
 
 
 def cv_text(row: ResultRow) -> str:

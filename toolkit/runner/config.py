@@ -73,7 +73,7 @@ class CompareConfig:
     repeat: int | None = None
     max_seconds: float = 170.0  # the whole comparison, counting runs included
     min_rounds: int = 6  # the fewest whose order-statistic interval reaches 95%
-    max_rounds: int = 60
+    max_rounds: int = 400  # a bound on the JSON; the time budget ends rounds first
     target_half_width: float = 0.05
     noise_threshold: float = 0.05
     memory_sample_ms: int = 250
@@ -182,7 +182,8 @@ class CompareConfig:
         shaping = {"--mtu": self.mtu, "--rate": self.rate, "--delay-ms": self.delay_ms}
         given = [flag for flag, value in shaping.items() if value is not None]
         if given and not self.netns:
-            raise UsageError(f"{', '.join(given)} shape the link between two namespaces: "
+            verb = "shapes" if len(given) == 1 else "shape"
+            raise UsageError(f"{', '.join(given)} {verb} the link between two namespaces: "
                              "add --netns")
         if self.netns:
             from toolkit.lab.netlab import MAX_MTU, MIN_MTU, parse_rate_bits_per_s, require_root

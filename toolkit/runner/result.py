@@ -44,7 +44,8 @@ def collect_meta(cfg: CompareConfig, command: str) -> dict[str, Any]:
         "repeat": "auto" if cfg.repeat is None else cfg.repeat,
         "max_seconds": cfg.max_seconds if cfg.repeat is None else None,
         "target_half_width": cfg.target_half_width,
-        # Verdicts: a ratio whose interval lies within +-noise_threshold of 1 is "same".
+        # Verdicts: a ratio whose interval lies within +-noise_threshold of 1 is "same",
+        # wholly beyond it "better"/"worse", across it "inconclusive".
         "noise_threshold": cfg.noise_threshold,
         "ci_method": CI_METHOD,
         "strace": cfg.strace,
