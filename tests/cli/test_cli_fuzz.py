@@ -9,8 +9,9 @@ with exit 0, 1 or 2; on 2 exactly one line on stderr naming the problem; never a
 traceback. A command still running when its time is up (a valid `serve`, a comparison
 that started) is stopped and must have printed no traceback either.
 
-The budget is fixed (examples per command below); a failure prints hypothesis' seed and
-the arguments, which reproduce it.
+The budget is fixed (examples per command below). The session's hypothesis seed is
+printed at the top of the run and under any failure (tests/conftest.py): `pytest
+--hypothesis-seed=N` replays it; the assertion shows the arguments, exit code and stderr.
 """
 
 from __future__ import annotations

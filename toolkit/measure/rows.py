@@ -206,7 +206,8 @@ class ResultRow:
         values = {k: v for k, v in data.items() if k in names}
         for name, value in values.items():
             if not _conforms(value, hints[name]):
-                raise ValueError(f"{name!r} is {type(value).__name__}, not {hints[name]}")
+                raise ValueError(f"{name!r} is {type(value).__name__}, not "
+                                 f"{_type_name(hints[name])}")
         _check_nested(values)
         return cls(**values)
 
@@ -233,6 +234,15 @@ def _conforms(value: Any, hint: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     base = origin or hint
     return isinstance(value, base)
+
+
+def _type_name(hint: Any) -> str:
+    """'str', 'float or null', 'list': a field's annotation as a results file's reader says it."""
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    return getattr(typing.get_origin(hint) or hint, "__name__", str(hint))
 
 
 def _is_number(value: Any) -> bool:
