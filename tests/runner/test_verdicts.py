@@ -33,21 +33,20 @@ def test_a_strategy_against_itself_claims_no_difference_and_split_is_worse(tmp_p
     aa, split = rows["single#2"], rows["split"]
     assert len(aa["rounds"]) >= 6, "the budget must give the 6 rounds a 95% interval needs"
     # The machine's own noise is never a difference: on no figure does a strategy beat or
-    # lose to itself. "same" needs the whole interval within 5% of 1; with this machine's
-    # round-to-round noise (12-20%) a 75 s budget narrows it to about +-5%, so the A/A
-    # verdict is "same" or, when the interval still straddles the threshold,
-    # "inconclusive" (README, "Noise": the 20 A/A runs).
+    # lose to itself. "same" needs the whole interval within 10% of 1; with this machine's
+    # round-to-round noise (req/s CV 9-27%) the A/A verdict is "same" or, while the
+    # interval still straddles the threshold, "inconclusive" (README, "Noise").
     for name, v in aa["verdicts"].items():
         r = aa["ratios"][name]
         assert v in ("same", "inconclusive"), (name, r)
-        inside = r["ci_low"] >= 1 / 1.05 and r["ci_high"] <= 1.05
+        inside = r["ci_low"] >= 1 / 1.10 and r["ci_high"] <= 1.10
         assert (v == "same") == inside, (name, v, r)
     rps = aa["ratios"]["req_per_s"]
     assert rps["ci_high"] - rps["ci_low"] < 0.25, "the rounds must narrow the interval"
     # 128 writes per response against one: split is slower, whatever the noise.
     assert split["verdicts"]["req_per_s"] == "worse", split["ratios"]
     assert split["verdicts"]["cpu_s_per_request"] == "worse", split["ratios"]
-    assert doc["meta"]["noise_threshold"] == 0.05
+    assert doc["meta"]["noise_threshold"] == 0.10
 
 
 LEAKY = '''

@@ -132,7 +132,7 @@ def compare(
     quick: Annotated[bool, typer.Option("--quick", help="a one-minute look")] = False,
     noise_threshold: Annotated[float | None, typer.Option(
         help="a ratio's interval within 1 +- this is 'same', wholly beyond it "
-             "'better'/'worse' (0.05)")] = None,
+             "'better'/'worse' (0.1)")] = None,
     driver: Annotated[str, typer.Option(
         help="load client: h2load, builtin, or auto (h2load if installed)")] = "auto",
     no_strace: Annotated[bool, typer.Option("--no-strace", help="skip the counting run")

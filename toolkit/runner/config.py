@@ -11,6 +11,7 @@ from typing import Any
 
 from toolkit.clients.drivers import resolve_driver
 from toolkit.errors import UsageError
+from toolkit.measure.verdicts import NOISE_THRESHOLD
 from toolkit.strategies import TRANSPORTS, check_strategy, supports
 
 
@@ -75,7 +76,7 @@ class CompareConfig:
     min_rounds: int = 6  # the fewest whose order-statistic interval reaches 95%
     max_rounds: int = 400  # a bound on the JSON; the time budget ends rounds first
     target_half_width: float = 0.05
-    noise_threshold: float = 0.05
+    noise_threshold: float = NOISE_THRESHOLD
     memory_sample_ms: int = 250
     round_bytes: int = 512 << 20  # calibration load: body bytes (then rounds are timed)
     # Without --requests a round lasts about this long at the rate a calibration load
@@ -138,7 +139,7 @@ class CompareConfig:
         if not 1 <= self.max_seconds <= 7 * 86400:
             raise UsageError("--max-seconds must be 1 .. 604800")
         if not 0 < self.noise_threshold < 1:
-            raise UsageError("--noise-threshold must be between 0 and 1 (0.05: 5%)")
+            raise UsageError("--noise-threshold must be between 0 and 1 (0.1: 10%)")
         for name in ("requests", "counting_requests"):
             value = getattr(self, name)
             if value is not None and value < 1:
