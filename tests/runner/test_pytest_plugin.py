@@ -149,18 +149,20 @@ VERDICT_FILE = """
 def test_split_against_single(benchmark, writeshape_server, writeshape_batch,
                               writeshape_figures):
     single = writeshape_batch(writeshape_server("single", "h2c", body_bytes="1MiB"),
-                              requests=64, connections=2, streams=4)
+                              requests=96, connections=2, streams=4)
     split = writeshape_batch(writeshape_server("split", "h2c", body_bytes="1MiB"),
-                             requests=64, connections=2, streams=4)
+                             requests=96, connections=2, streams=4)
 
     def both():  # interleaved: round i of each ran side by side
         single()
         split()
 
-    benchmark.pedantic(both, rounds=8)
+    # 12 rounds: the 95% interval runs from the 3rd smallest ratio to the 3rd largest, so
+    # one odd round (8 rounds: the extremes themselves) cannot decide the verdict.
+    benchmark.pedantic(both, rounds=12)
     figures = writeshape_figures(benchmark, split, baseline=single, strace=False,
                                  alloc=False)
-    assert len(figures["rounds"]) == 8
+    assert len(figures["rounds"]) == 12
 """
 
 
@@ -172,8 +174,8 @@ def test_figures_carry_intervals_and_verdicts_against_a_baseline_batch(
     (figures,) = info.values()
     interval = figures["intervals"]["req_per_s"]
     assert interval["ci_low"] <= interval["median"] <= interval["ci_high"]
-    assert interval["n"] == 8 and interval["confidence"] >= 0.95
+    assert interval["n"] == 12 and interval["confidence"] >= 0.95
     # split writes 128 times per 1 MiB response where single writes once: well below it.
     assert figures["verdicts"]["req_per_s"] == "worse", figures["ratios"]
     assert figures["ratios"]["req_per_s"]["ci_high"] < 1
-    assert figures["verdicts"]["cpu_s_per_request"] == "worse"
+    assert figures["verdicts"]["cpu_s_per_request"] == "worse", figures["ratios"]

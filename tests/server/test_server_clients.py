@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -44,6 +46,37 @@ def test_h2load_sees_no_failures(start_server, strategy, threads):
     assert stats["bytes_sent"] >= 200 * (1 << 20)
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["h2c", "h2"])
+def test_uvloop_serves_the_same_bytes(start_server, tls):
+    """--loop uvloop: the shell's calls (add_reader/add_writer, call_later, signals) on
+    libuv's loop; every body is the same, byte for byte."""
+    pytest.importorskip("uvloop", reason="uvloop is in the dev extra; make setup installs it")
+    srv = start_server(strategy="writev", tls=tls, body_bytes=16384,
+                       extra_args=("--loop", "uvloop"))
+    assert srv.stats()["event_loop"] == "uvloop"
+    for n in (0, 1, 16384, 100000, 1 << 20):
+        out = subprocess.run(
+            ["curl", "-sSk", "--http2" if tls else "--http2-prior-knowledge", "-o", "-",
+             f"{srv.url}/bytes/{n}"], capture_output=True, check=True, timeout=60).stdout
+        assert out == expected_chunk(0, n), f"body of {n} bytes differs"
+
+
+def test_uvloop_counts_equal_strace(tmp_path):
+    """Under uvloop the server's own count of its socket calls still equals strace's
+    (compare's self-count check), for a gather write and for a write per segment."""
+    pytest.importorskip("uvloop", reason="uvloop is in the dev extra; make setup installs it")
+    out = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "toolkit", "compare", "--strategies", "writev,split",
+         "--transports", "h2c", "--body-sizes", "64KiB", "--repeat", "1", "--requests", "200",
+         "--counting-requests", "40", "--no-alloc", "--server-args", "--loop uvloop",
+         "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())["results"]
+    assert [r["self_count_matches_strace"] for r in rows] == [True, True]
+    assert all(r["failures"] == 0 and r["write_syscalls_per_response"] > 0 for r in rows)
+
+
 def test_endpoints(start_server):
     srv = start_server(strategy="writev", body_bytes=12345)
     root = fetch(srv.url, "/")
@@ -74,7 +107,8 @@ def test_bad_arguments_give_one_line_errors():
     for args, needle in ((["--strategy", "nope"], "unknown strategy"),
                          (["--strategy", "coalesce"], "needs TLS"),
                          (["--dynamic-records"], "needs --tls"),
-                         (["--body-size", "12XB"], "not a size")):
+                         (["--body-size", "12XB"], "not a size"),
+                         (["--loop", "bogus"], "--loop must be asyncio or uvloop")):
         proc = subprocess.run(["writeshape", "serve", "--port", "0", *args],
                               capture_output=True, text=True, timeout=30)
         assert proc.returncode != 0

@@ -57,6 +57,8 @@ def serve(
     body_size: Annotated[str, typer.Option(help="body of GET /, e.g. 64KiB")] = "1MiB",
     threads: Annotated[bool, typer.Option("--threads", help="thread per stream")] = False,
     max_frame_size: Annotated[int, typer.Option(help="cap on DATA frame payload")] = 16384,
+    loop: Annotated[str, typer.Option(
+        "--loop", help="event loop: asyncio or uvloop (if installed)")] = "asyncio",
     tls_mode: Annotated[str, typer.Option(help="membio (instrumented) or stdlib")] = "membio",
     tls_version: Annotated[str, typer.Option(help="1.3 or 1.2")] = "1.3",
     tls_probe: Annotated[bool, typer.Option(
@@ -107,7 +109,7 @@ def serve(
         threads=threads, max_frame_bytes=max_frame_size, tls_mode=tls_mode,
         tls_probe=tls_probe, tls_version=tls_version, flush_bytes=parse_size(flush_bytes),
         strategy_options=parse_strategy_flags(ctx.args), tracemalloc=tracemalloc_on,
-        write_timing=write_timing,
+        write_timing=write_timing, event_loop=loop,
         stats_json=str(stats_json) if stats_json else None, memory_sample_ms=memory_sample_ms,
         max_concurrent_streams=max_concurrent_streams,
         max_header_list_bytes=parse_size(max_header_list_size), idle_timeout_s=idle_timeout,

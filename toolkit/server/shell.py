@@ -147,7 +147,7 @@ class Server:
         if switch in (["on"], ["off"]):
             self.stats.counters.time_writes(switch == ["on"])
         live = [st for c in list(self.connections) if (st := c.tls_stats()) is not None]
-        return self.stats.to_dict(live)
+        return self.stats.to_dict(live) | {"event_loop": self.cfg.event_loop}
 
     def shutdown(self) -> None:
         if self.listener is not None:
@@ -164,13 +164,23 @@ class Server:
                 json.dump(self.stats_dict(), fh)
 
 
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """asyncio's loop or uvloop's: the shell uses add_reader/add_writer, call_later and
+    signal handlers only, which both implement."""
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 def run_server(cfg: ServerConfig, announce: Callable[[str], None] | None = None) -> None:
     """Serve until SIGINT/SIGTERM; then close connections and return (exit 0)."""
     logging.basicConfig(level=logging.WARNING, format="writeshape: %(message)s")
     silence_hpack_logging()
     if cfg.tracemalloc:
         tracemalloc.start()
-    loop = asyncio.new_event_loop()
+    loop = new_event_loop(cfg.event_loop)
     server = Server(cfg, loop)
     line = server.start()
     stop = asyncio.Event()
