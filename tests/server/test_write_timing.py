@@ -110,8 +110,11 @@ def test_send_time_agrees_with_perf_syscall_tracepoints(start_server, tmp_path: 
     server_calls = sum(after["send_calls"].values()) - sum(before["send_calls"].values())
     server_ns = after["write_timing"]["send_ns"] - before["write_timing"]["send_ns"]
     kernel_ns = on_cpu_s * 1e9
-    # The two /stats requests answered in between are the only calls perf may miss.
-    assert server_calls - 4 <= calls <= server_calls + 4, (calls, server_calls)
+    # Only the two /stats exchanges can differ: each has its own connection (SETTINGS, ACK,
+    # HEADERS, DATA, GOAWAY), partly sent after its snapshot was read. Under split every
+    # segment is its own call: up to ~8 calls that one counter sees and the other does not
+    # (measured 5 in a clean-clone run: perf 9,019, server 9,014).
+    assert abs(calls - server_calls) <= 8, (calls, server_calls)
     diff = server_ns - kernel_ns
     assert -0.25 * kernel_ns <= diff <= 0.25 * kernel_ns + BOUNDARY_NS_PER_CALL * calls, (
         f"server {server_ns / 1e6:.1f} ms, perf {kernel_ns / 1e6:.1f} ms in {calls} calls")
