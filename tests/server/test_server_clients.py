@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -50,7 +51,7 @@ def test_h2load_sees_no_failures(start_server, strategy, threads):
 def test_uvloop_serves_the_same_bytes(start_server, tls):
     """--loop uvloop: the shell's calls (add_reader/add_writer, call_later, signals) on
     libuv's loop; every body is the same, byte for byte."""
-    pytest.importorskip("uvloop", reason="uvloop is in the dev extra; make setup installs it")
+    assert importlib.util.find_spec("uvloop"), "uvloop is in the dev extra: make setup"
     srv = start_server(strategy="writev", tls=tls, body_bytes=16384,
                        extra_args=("--loop", "uvloop"))
     assert srv.stats()["event_loop"] == "uvloop"
@@ -64,7 +65,7 @@ def test_uvloop_serves_the_same_bytes(start_server, tls):
 def test_uvloop_counts_equal_strace(tmp_path):
     """Under uvloop the server's own count of its socket calls still equals strace's
     (compare's self-count check), for a gather write and for a write per segment."""
-    pytest.importorskip("uvloop", reason="uvloop is in the dev extra; make setup installs it")
+    assert importlib.util.find_spec("uvloop"), "uvloop is in the dev extra: make setup"
     out = tmp_path / "r.json"
     proc = subprocess.run(
         [sys.executable, "-m", "toolkit", "compare", "--strategies", "writev,split",
