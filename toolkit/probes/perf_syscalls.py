@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from toolkit.errors import MissingToolError, PermissionProblem, WriteshapeError
-from toolkit.probes.window import WRITE_SYSCALLS, WindowCounts, live_pids
+from toolkit.probes.window import WRITE_SYSCALLS, WindowCounts, live_pids, spawn_counter
 
 # strace's syscall names -> the kernel's tracepoint names where they differ.
 _TRACEPOINT_NAME = {"sendfile": "sendfile64"}
@@ -121,9 +121,7 @@ class PerfWindow:
         self._ack = os.open(self._ack_path, os.O_RDONLY | os.O_NONBLOCK)
         argv = perf_stat_argv(self.pids, self.out_path, self._ctl_path, self._ack_path,
                               self.syscalls)
-        with open(self.err_path, "wb") as err:
-            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.DEVNULL, stderr=err)
+        self._proc = spawn_counter(argv, self.err_path)
         try:
             self._open_ctl()
             self._command("enable")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from strace_parsers import WRITE_FAMILY, SyscallEvent, summarize_paths
 from toolkit.errors import MissingToolError, PermissionProblem, WriteshapeError
-from toolkit.probes.window import WRITE_SYSCALLS, WindowCounts, live_pids
+from toolkit.probes.window import WRITE_SYSCALLS, WindowCounts, live_pids, spawn_counter
 
 _ATTACHED = re.compile(r"Process (\d+) attached")
 _ATTACH_ERR = re.compile(r"attach: ptrace\(PTRACE_\w+, (\d+)\): (.*)")
@@ -91,9 +91,7 @@ class StraceWindow:
 
     def start(self) -> StraceWindow:
         argv = strace_attach_argv(self.pids, self.log_path, self.syscalls)
-        with open(self.err_path, "wb") as err:
-            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.DEVNULL, stderr=err)
+        self._proc = spawn_counter(argv, self.err_path)
         try:
             self._wait_attached()
         except BaseException:

@@ -4,7 +4,8 @@ and perf, so a caller picks the counter (``--counter strace|perf``) and reads on
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import subprocess
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -50,6 +51,14 @@ class WindowCounts:
         d = asdict(self)
         d["total_calls"] = self.total_calls
         return d
+
+
+def spawn_counter(argv: Sequence[str], err_path: str) -> subprocess.Popen[bytes]:
+    """Start a counter (strace, perf) quietly: its stderr to a file the caller reads for
+    readiness and errors, nothing on the terminal."""
+    with open(err_path, "wb") as err:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=err)
 
 
 def live_pids(pids: Iterable[int]) -> tuple[int, ...]:
