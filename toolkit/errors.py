@@ -1,5 +1,7 @@
 """Typed errors whose message tells the user what to do; the CLI prints them as one line."""
 
+import shutil
+
 
 class WriteshapeError(Exception):
     """Base for user-facing errors (bad input, missing tools, permissions)."""
@@ -18,6 +20,14 @@ class MissingToolError(WriteshapeError):
         )
         self.tool = tool
         self.package = package
+
+
+def find_tool(tool: str, package: str) -> str:
+    """The path of an external program, or MissingToolError naming its Debian package."""
+    path = shutil.which(tool)
+    if path is None:
+        raise MissingToolError(tool, package)
+    return path
 
 
 class PermissionProblem(WriteshapeError):

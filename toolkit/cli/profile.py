@@ -27,6 +27,10 @@ NOT_FROM_OUTSIDE = {
 }
 
 
+def _transport_of(url: str) -> str:
+    """h2 for an https:// URL (ALPN h2), h2c (prior knowledge) otherwise."""
+    return "h2" if url.startswith("https:") else "h2c"
+
 def _body_bytes(url: str, insecure: bool) -> int:
     """What the URL answers: the body size of the row."""
     from toolkit.clients.fetch import H2Fetcher
@@ -68,7 +72,7 @@ def _checked_choice(url: str | None, cmd: str | None, pid: int | None,
     if transport is not None and transport not in ("h2c", "h2"):
         raise UsageError(f"--transport must be h2c or h2, not {transport!r}")
     if url is not None and transport is not None and reference is None:
-        scheme = "h2" if url.startswith("https:") else "h2c"
+        scheme = _transport_of(url)
         if scheme != transport:
             raise UsageError(f"--transport {transport} but {url} is {scheme}: the URL decides")
     if config is not None and reference is None:
@@ -128,8 +132,8 @@ def profile(
         "initial_window_bytes": 2**30 - 1, "connections": cfg.connections,
         "streams": cfg.streams}}
     if reference is not None:
-        cfg.servers, cfg.transports = [reference], [transport or (
-            "h2" if url and url.startswith("https:") else "h2c")]
+        cfg.servers, cfg.transports = [reference], [
+            transport or (_transport_of(url) if url else "h2c")]
         cfg.body_sizes = [parse_size(body_size)]
         if config is not None:
             cfg.reference_configs = {reference: str(config)}
@@ -142,7 +146,7 @@ def profile(
     target = _running_target(url, cmd, pid, start_timeout)
     try:
         spec = TargetSpec(target.label, target=target,
-                          transport="h2" if url.startswith("https:") else "h2c",
+                          transport=_transport_of(url),
                           body_bytes=_body_bytes(url, insecure))
         cfg.targets = [spec]
         cfg.baseline = spec.name

@@ -18,7 +18,6 @@ import functools
 import json
 import math
 import re
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.clients.summary import LoadSummary
-from toolkit.errors import MissingToolError, UsageError, WriteshapeError
+from toolkit.errors import UsageError, WriteshapeError, find_tool
 
 
 class H2loadError(WriteshapeError):
@@ -274,10 +273,7 @@ def parse_h2load_json(text: str) -> H2loadResult:
 
 
 def find_h2load() -> str:
-    path = shutil.which("h2load")
-    if path is None:
-        raise MissingToolError("h2load", "nghttp2-client")
-    return path
+    return find_tool("h2load", "nghttp2-client")
 
 
 @functools.lru_cache(maxsize=8)

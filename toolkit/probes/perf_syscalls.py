@@ -23,7 +23,6 @@ import contextlib
 import errno
 import os
 import select
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -31,7 +30,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from toolkit.errors import MissingToolError, PermissionProblem, WriteshapeError
+from toolkit.errors import PermissionProblem, WriteshapeError, find_tool
 from toolkit.probes.window import WRITE_SYSCALLS, WindowCounts, live_pids, spawn_counter
 
 # strace's syscall names -> the kernel's tracepoint names where they differ.
@@ -47,10 +46,7 @@ def tracepoint(syscall: str) -> str:
 
 
 def find_perf() -> str:
-    perf = shutil.which("perf")
-    if perf is None:
-        raise MissingToolError("perf", "linux-perf")
-    return perf
+    return find_tool("perf", "linux-perf")
 
 
 def perf_stat_argv(pids: Sequence[int], out_path: str, ctl: str, ack: str,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from strace_parsers import WRITE_FAMILY, summarize_paths
 from strace_parsers.errors import StraceError
-from toolkit.errors import MissingToolError, PermissionProblem, WriteshapeError
+from toolkit.errors import PermissionProblem, WriteshapeError, find_tool
 
 TRACED_WRITES = ("write", "writev", "sendto", "sendmsg", "sendmmsg", "pwrite64", "pwritev",
                  "sendfile", "splice")
@@ -24,10 +24,7 @@ TRACED_WRITES = ("write", "writev", "sendto", "sendmsg", "sendmmsg", "pwrite64",
 
 def strace_wrapper(log_path: str) -> list[str]:
     """The argv prefix that runs a command under strace, logging to ``log_path``."""
-    strace = shutil.which("strace")
-    if strace is None:
-        raise MissingToolError("strace", "strace")
-    return [strace, "-f", "--seccomp-bpf", "-qq", "-yy", "-e",
+    return [find_tool("strace", "strace"), "-f", "--seccomp-bpf", "-qq", "-yy", "-e",
             "trace=" + ",".join(TRACED_WRITES), "-o", log_path, "--"]
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -25,8 +24,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from strace_parsers import WRITE_FAMILY, SyscallEvent, summarize_paths
-from toolkit.errors import MissingToolError, PermissionProblem, WriteshapeError
+from strace_parsers import WRITE_FAMILY, summarize_paths
+from strace_parsers.errors import StraceError
+from toolkit.errors import PermissionProblem, WriteshapeError, find_tool
+from toolkit.probes.strace import TCP_PROTOS
 from toolkit.probes.window import WRITE_SYSCALLS, WindowCounts, live_pids, spawn_counter
 
 _ATTACHED = re.compile(r"Process (\d+) attached")
@@ -37,15 +38,8 @@ class TraceAttachError(PermissionProblem):
     """strace could not attach to a process (gone, already traced, not permitted)."""
 
 
-def _is_tcp(ev: SyscallEvent) -> bool:
-    return ev.fd_proto in ("TCP", "TCPv6")
-
-
 def find_strace() -> str:
-    strace = shutil.which("strace")
-    if strace is None:
-        raise MissingToolError("strace", "strace")
-    return strace
+    return find_tool("strace", "strace")
 
 
 def strace_attach_argv(pids: Sequence[int], log_path: str,
@@ -156,8 +150,12 @@ class StraceWindow:
 
 def count_window(log_path: str, pids: Sequence[int], duration_s: float) -> WindowCounts:
     """The write-family calls of one attach log: on TCP sockets, and on everything else."""
-    tcp = summarize_paths([log_path], fd_filter=_is_tcp)
-    every = summarize_paths([log_path])
+    try:
+        # Declarative filter: the C counting path applies it to its rows.
+        tcp = summarize_paths([log_path], fd_proto=TCP_PROTOS)
+        every = summarize_paths([log_path])
+    except StraceError as exc:
+        raise WriteshapeError(f"cannot count the strace log {log_path}: {exc}") from exc
     writes = {n: s for n, s in tcp.syscalls.items() if n in WRITE_FAMILY and s.calls}
     other = {n: s.calls - (tcp.syscalls[n].calls if n in tcp.syscalls else 0)
              for n, s in every.syscalls.items() if n in WRITE_FAMILY}

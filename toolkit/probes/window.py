@@ -7,7 +7,7 @@ import os
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 # The write family of x86-64 Linux, by strace's names. perf's tracepoints use the
 # kernel's (sendfile is sys_enter_sendfile64).
@@ -65,11 +65,3 @@ def live_pids(pids: Iterable[int]) -> tuple[int, ...]:
     """The pids that still exist, in order, once each: a tree's short-lived processes
     can exit between listing and attaching, and both strace and perf refuse a dead pid."""
     return tuple(p for p in dict.fromkeys(pids) if os.path.exists(f"/proc/{p}"))
-
-
-class WindowCounter(Protocol):
-    """start() once the pids are known, stop() after the load: the window's counts."""
-
-    def start(self) -> WindowCounter: ...
-
-    def stop(self) -> WindowCounts: ...

@@ -114,7 +114,7 @@ class OtherServer:
                                   self.requests_served))
 
     def snapshot(self, *, after_load: bool) -> Snapshot:
-        usage = self.target.usage()
+        usage = self.target.usage(pss=False)  # the snapshot reads RSS and CPU only
         return Snapshot(stats={"responses": self.requests_served},
                         mem={"rss_bytes": usage.rss_bytes, "live_heap_bytes": None},
                         cpu_s=usage.cpu_s, settled=True)

@@ -187,8 +187,8 @@ class ProcessTreeTarget:
         """The root and all its descendants now."""
         return self.tree.pids()
 
-    def usage(self) -> TreeUsage:
-        return self.tree.usage()
+    def usage(self, pss: bool = True) -> TreeUsage:
+        return self.tree.usage(pss)
 
     def cpu_s(self) -> float:
         return self.tree.cpu_s()

@@ -68,11 +68,13 @@ class ProcessTree:
     def pids(self) -> tuple[int, ...]:
         return tuple(p.pid for p in self.processes())
 
-    def usage(self) -> TreeUsage:
+    def usage(self, pss: bool = True) -> TreeUsage:
+        """CPU, RSS and (unless ``pss`` is False) PSS of the tree. PSS walks every
+        process's smaps: the memory sampler, which runs beside the timing rounds, skips it."""
         procs = self.processes()
         cpu = 0.0
         rss = 0
-        pss: int | None = 0
+        pss_total: int | None = 0 if pss else None
         pids = []
         for p in procs:
             try:
@@ -84,14 +86,14 @@ class ProcessTree:
             pids.append(p.pid)
             cpu += t.user + t.system + t.children_user + t.children_system
             rss += mem.rss
-            pss = _add_pss(p, pss)
-        return TreeUsage(tuple(pids), cpu, rss, pss, time.monotonic())
+            pss_total = _add_pss(p, pss_total)
+        return TreeUsage(tuple(pids), cpu, rss, pss_total, time.monotonic())
 
     def cpu_s(self) -> float:
-        return self.usage().cpu_s
+        return self.usage(pss=False).cpu_s
 
     def rss_bytes(self) -> int:
-        return self.usage().rss_bytes
+        return self.usage(pss=False).rss_bytes
 
     def listening_ports(self) -> set[int] | None:
         """TCP ports the tree listens on; None if the kernel would not say (another
