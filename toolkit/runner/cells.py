@@ -22,7 +22,7 @@ from toolkit.clients.summary import LoadSummary
 from toolkit.clients.target import parse_target
 from toolkit.errors import WriteshapeError
 from toolkit.measure.rows import CountingSample, TimingSample
-from toolkit.measure.snapshot import Snapshot, take_snapshot, timing_sample
+from toolkit.measure.snapshot import Snapshot, timing_sample
 from toolkit.probes.perf_syscalls import PerfWindow
 from toolkit.probes.strace_attach import StraceWindow
 from toolkit.probes.tcp_segments import ServerSegments, TcpSegmentsProbe
@@ -136,17 +136,8 @@ class CellRunner:
         (toolkit/server/socket_writer.py), measured at 0.6% of the server's CPU per
         response for writev h2c at 16 KiB, 1.3% over TLS, ~30% for split and cork at
         1 MiB (a syscall per segment)."""
-        if not isinstance(srv, OwnServer):
-            return None
-        process = srv.process
-        process.set_write_timing(True)
-        try:
-            before = take_snapshot(process)
-            load = self.load(srv.load_url, self.cfg.strace_requests(cell.body_bytes))
-            after = take_snapshot(process, after_load=True)
-        finally:
-            process.set_write_timing(False)
-        return timing_sample(load, before, after)
+        requests = self.cfg.strace_requests(cell.body_bytes)
+        return srv.write_timing(lambda url: self.load(url, requests))
 
     def counting_pass(self, cell: Cell, srv: TimedServer | None = None) -> CountingSample:
         requests = self.cfg.strace_requests(cell.body_bytes)

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from toolkit.clients.summary import LoadSummary
-from toolkit.measure.snapshot import Snapshot, refreshed, take_snapshot
+from toolkit.measure.rows import TimingSample
+from toolkit.measure.snapshot import Snapshot, refreshed, take_snapshot, timing_sample
 from toolkit.probes.alloc import measure_alloc_per_response
 from toolkit.server.process import ServerProcess
 from toolkit.targets import ProcessTreeTarget, ReferenceServer
@@ -44,6 +46,8 @@ class TimedServer(Protocol):
     def memory_series(self) -> dict[str, Any] | None: ...
 
     def alloc_probe(self, call: Any) -> int | None: ...
+
+    def write_timing(self, load: Callable[[str], LoadSummary]) -> TimingSample | None: ...
 
     def pids(self) -> tuple[int, ...]: ...
 
@@ -74,6 +78,18 @@ class OwnServer:
 
     def alloc_probe(self, call: Any) -> int | None:
         return int(call(measure_alloc_per_response, self.process.url, "/", samples=5))
+
+    def write_timing(self, load: Callable[[str], LoadSummary]) -> TimingSample | None:
+        """One load with the server's write timing switched on, between two snapshots."""
+        process = self.process
+        process.set_write_timing(True)
+        try:
+            before = take_snapshot(process)
+            summary = load(self.load_url)
+            after = take_snapshot(process, after_load=True)
+        finally:
+            process.set_write_timing(False)
+        return timing_sample(summary, before, after)
 
     def pids(self) -> tuple[int, ...]:
         return (self.process.server_pid,) if self.process.server_pid else ()
@@ -132,6 +148,9 @@ class OtherServer:
 
     def alloc_probe(self, call: Any) -> int | None:
         return None  # tracemalloc lives inside writeshape's own server only
+
+    def write_timing(self, load: Callable[[str], LoadSummary]) -> TimingSample | None:
+        return None  # the timers are writeshape's server's own
 
     def pids(self) -> tuple[int, ...]:
         return self.target.pids()
