@@ -98,6 +98,7 @@ def test_server_args_may_not_set_what_the_row_is_labelled(server_args, flag):
     (("--delay-ms", "5"), "--netns"),
     (("--repeat", "many"), "--repeat"),
     (("--max-seconds", "nan"), "--max-seconds"),
+    (("--workers", "0"), "--workers"),
 ])
 def test_compare_options_are_checked_at_once(args, needle):
     base = [a for a in QUICK if a not in ("--requests", "50")] if "--requests" in args \

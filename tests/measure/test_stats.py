@@ -15,6 +15,7 @@ from toolkit.measure.rows import ResultRow
 from toolkit.measure.stats import (
     MIN_ROUNDS_FOR_95,
     coefficient_of_variation,
+    grouped_theil_sen,
     median_interval,
     order_statistic_rank,
     paired_ratios,
@@ -203,3 +204,43 @@ def test_memory_warm_up_is_not_growth_and_too_little_traffic_is_no_verdict() -> 
                                         for i in range(6)]})
     assert short is not None and short["verdict"] is None
     assert "too little traffic" in short["verdict_reason"]
+
+
+def test_workers_share_one_slope_whatever_their_own_baselines() -> None:
+    """Four worker processes of one cell, each with its own RSS baseline (10 MB apart):
+    slopes within each worker (the seasonal Kendall slope) are the growth itself."""
+    rng = random.Random(5)
+    groups = []
+    for w in range(4):
+        xs = [i * 0.5 for i in range(30)]
+        groups.append((xs, [40e6 + w * 10e6 + 280e3 * x + rng.choice([0, 4096, 8192])
+                            for x in xs]))
+    grows = grouped_theil_sen(groups)
+    assert grows is not None and grows.ci_low <= 280e3 <= grows.ci_high
+    assert grows.ci_high - grows.ci_low < 20e3 and grows.n == 120
+    # Flat workers at different baselines stay flat.
+    flat = grouped_theil_sen([(xs, [40e6 + w * 10e6] * len(xs))
+                              for w, (xs, _) in enumerate(groups)])
+    assert flat is not None and flat.median == 0 and flat.ci_low == 0 == flat.ci_high
+    # A worker with fewer than 3 distinct x adds nothing; none with enough: no slope.
+    assert grouped_theil_sen([([1.0, 1.0], [1.0, 2.0])]) is None
+
+
+def test_memory_summary_of_several_workers() -> None:
+    workers = []
+    for w in range(3):
+        samples = [[i * 0.25, 30_000_000 + w * 5_000_000 + 300 * i * 1000, 9_000_000 + w,
+                    i * 1000] for i in range(20)]
+        workers.append({"interval_s": 0.25, "samples": [s for s in samples for _ in range(2)]})
+    mem = memory_summary(workers)
+    assert mem is not None and mem["verdict"] == "grows" and mem["workers"] == 3
+    assert mem["rss_slope_bytes_per_krequest"]["median"] == pytest.approx(300_000)
+    assert mem["heap_slope_bytes_per_krequest"]["median"] == pytest.approx(0)
+    # The series shown is the first worker's; every worker's is kept.
+    assert mem["series"][0] == [0, 30_000_000, 9_000_000]
+    assert [w["series"][0][1] for w in mem["worker_series"]] == [30_000_000, 35_000_000,
+                                                                   40_000_000]
+    # One worker's series alone: the same as a single server's summary.
+    one = memory_summary([workers[0], None])
+    assert one is not None and one["workers"] == 1 and "worker_series" not in one
+    assert memory_summary([None]) is None

@@ -82,7 +82,7 @@ def test_memory_that_grows_with_traffic_is_told_from_a_plateau(tmp_path: Path) -
                PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
     doc = _compare(tmp_path / "leak.json", "--strategies", "writev,leaky", "--transports",
                    "h2c", "--body-sizes", "16KiB", "--repeat", "8", "--requests", "2000",
-                   "--no-strace", "--no-alloc", env=env)
+                   "--workers", "2", "--no-strace", "--no-alloc", env=env)
     rows = _rows(doc)
     leaky, writev = rows["leaky"]["memory"], rows["writev"]["memory"]
     assert leaky["verdict"] == "grows", leaky["rss_slope_bytes_per_krequest"]
@@ -91,3 +91,52 @@ def test_memory_that_grows_with_traffic_is_told_from_a_plateau(tmp_path: Path) -
         leaky["rss_slope_bytes_per_krequest"]["ci_low"]
     # The heap tells the same: the leaked copies are live objects.
     assert leaky["heap_slope_bytes_per_krequest"]["ci_low"] > 256 << 10
+    # Two server processes per cell, four rounds each, one slope over both.
+    assert leaky["workers"] == 2 and len(leaky["worker_series"]) == 2
+    assert [r["worker"] for r in rows["leaky"]["rounds"]] == [0, 1] * 4
+
+
+def test_rounds_rotate_through_worker_processes_of_each_cell() -> None:
+    """Each cell runs on --workers server processes (pyperf's workers): round i on worker
+    i mod N, each a process of its own, all stopped at the end."""
+    import psutil
+
+    from toolkit.runner.config import CompareConfig
+    from toolkit.runner.run import run_compare
+
+    def serving() -> set[int]:
+        return {p.pid for p in psutil.Process().children(recursive=True)
+                if "serve" in p.cmdline()}
+
+    seen: list[set[int]] = []
+    cfg = CompareConfig(strategies=["single", "writev"], transports=["h2c"],
+                        body_sizes=[16 << 10], repeat=6, workers=3, strace=False,
+                        alloc_probe=False, requests=300)
+    rows = run_compare(cfg, on_update=lambda rows: seen.append(serving()))
+    assert len(seen[0]) == 6, seen[0]  # 2 cells x 3 workers, all up before round 1
+    assert not serving()
+    for row in rows:
+        assert [r["worker"] for r in row.rounds] == [0, 1, 2, 0, 1, 2]
+        assert row.memory is not None and row.memory["workers"] == 3
+        assert row.requests == 6 * 300
+    assert rows[1].ratios is not None and rows[1].ratios["req_per_s"]["n"] == 6
+
+
+def test_cells_of_one_transport_and_body_share_one_round_length() -> None:
+    """Paired rounds compare the same work: one request count for every cell of a
+    transport and body size, lasting round_s on average at their calibrated rates."""
+    from toolkit.runner.config import CompareConfig
+    from toolkit.runner.run import run_compare
+
+    cfg = CompareConfig(round_s=0.2)
+    # 10,000 and 5,000 req/s: 0.2 s on average is 1333 requests (0.13 s and 0.27 s).
+    assert cfg.round_requests(16 << 10, [10_000.0, 5_000.0]) == 1333
+    assert cfg.round_requests(16 << 10, [10_000.0]) == 2000
+    assert cfg.round_requests(16 << 10, [None]) == cfg.timing_requests(16 << 10)
+    assert cfg.round_requests(1 << 20, [50.0, 60.0]) == 100  # never under 100
+    # A real run: split (0.3-0.8x the rate of single) runs as many requests a round.
+    rows = run_compare(CompareConfig(
+        strategies=["single", "split", "single"], transports=["h2c"], body_sizes=[1 << 20],
+        repeat=2, workers=2, strace=False, alloc_probe=False, round_s=0.1))
+    counts = {row.label: {r["requests"] for r in row.rounds} for row in rows}
+    assert len({n for c in counts.values() for n in c}) == 1, counts

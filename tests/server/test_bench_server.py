@@ -41,7 +41,7 @@ from toolkit.server.process import ServerOptions, ServerProcess
 ROUNDS = 7
 SECONDS_PER_RUN = 1.0
 FLOOR_16KIB = 0.15  # the target
-FLOOR_1MIB = 0.65  # the target is 0.8: see the module docstring
+FLOOR_1MIB = 0.8  # the target: measured 0.93-0.97 since streams take 1 MiB turns
 FLOOR_WRITEV_VS_SINGLE = 0.85
 
 

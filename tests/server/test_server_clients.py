@@ -109,7 +109,8 @@ def test_bad_arguments_give_one_line_errors():
                          (["--strategy", "coalesce"], "needs TLS"),
                          (["--dynamic-records"], "needs --tls"),
                          (["--body-size", "12XB"], "not a size"),
-                         (["--loop", "bogus"], "--loop must be asyncio or uvloop")):
+                         (["--loop", "bogus"], "--loop must be asyncio or uvloop"),
+                         (["--stream-turn", "0"], "--stream-turn must be at least")):
         proc = subprocess.run(["writeshape", "serve", "--port", "0", *args],
                               capture_output=True, text=True, timeout=30)
         assert proc.returncode != 0

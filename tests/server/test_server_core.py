@@ -107,19 +107,42 @@ def test_every_strategy_puts_each_body_on_the_wire_intact(strategy: str) -> None
     assert core.counters.responses == len(paths) and not core.responses
 
 
-def test_flushes_are_bounded_by_flush_bytes_and_shared_round_robin() -> None:
+def _data_order(flush: list[Any]) -> list[tuple[int, int]]:
+    """(stream, payload bytes) of each DATA frame header in a flush, in wire order."""
+    return [(int.from_bytes(bytes(s[5:9]), "big"), int.from_bytes(bytes(s[0:3]), "big"))
+            for s in flush if isinstance(s, bytes) and len(s) == 9 and s[3] == 0]
+
+
+def _turns(order: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Consecutive frames of one stream merged: (stream, bytes) per turn."""
+    turns: list[tuple[int, int]] = []
+    for sid, n in order:
+        if turns and turns[-1][0] == sid:
+            turns[-1] = (sid, turns[-1][1] + n)
+        else:
+            turns.append((sid, n))
+    return turns
+
+
+def test_flushes_are_bounded_by_flush_bytes_and_streams_take_turns() -> None:
+    # Default turn (1 MiB): one response after another, as RFC 9218's default priority
+    # (non-incremental) asks and nghttpd does; the flush budget still bounds the flush.
     core, _ = _core(flush_bytes=512 << 10)
     client = Client()
     for _ in range(2):
         client.request("/bytes/400000")
     core.receive(client.outgoing(), 0.0)
     first = core.next_flush()
-    payload = sum(len(s) for s in first if isinstance(s, memoryview))
-    assert payload == 512 << 10
-    # Both streams got a share of the first flush (slices of 16 frames each).
-    sids = {int.from_bytes(bytes(s[5:9]), "big") for s in first
-            if isinstance(s, bytes) and len(s) == 9}
-    assert sids == {1, 3}
+    assert sum(len(s) for s in first if isinstance(s, memoryview)) == 512 << 10
+    assert _turns(_data_order(first)) == [(1, 400000), (3, (512 << 10) - 400000)]
+    # Turns of 64 KiB interleave the two streams within a flush.
+    core, _ = _core(flush_bytes=512 << 10, stream_turn_bytes=64 << 10)
+    client = Client()
+    for _ in range(2):
+        client.request("/bytes/400000")
+    core.receive(client.outgoing(), 0.0)
+    turns = _turns(_data_order(core.next_flush()))
+    assert turns == [(1, 64 << 10), (3, 64 << 10)] * 4
 
 
 def test_flow_control_stops_a_flush_at_the_peers_window() -> None:

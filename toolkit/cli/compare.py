@@ -130,6 +130,8 @@ def compare(
     max_seconds: Annotated[float | None, typer.Option(
         help="time budget of the whole comparison with --repeat auto (170)")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="a one-minute look")] = False,
+    workers: Annotated[int | None, typer.Option(
+        help="server processes per cell; rounds rotate through them (4)")] = None,
     noise_threshold: Annotated[float | None, typer.Option(
         help="a ratio's interval within 1 +- this is 'same', wholly beyond it "
              "'better'/'worse' (0.1)")] = None,
@@ -172,6 +174,7 @@ def compare(
         body_sizes=parse_size_list(body_sizes) if body_sizes is not None else None,
         requests=requests, counting_requests=counting_requests, connections=connections,
         streams=streams, max_seconds=max_seconds, noise_threshold=noise_threshold,
+        workers=workers,
         driver=driver, strace=not no_strace,
         alloc_probe=not no_alloc, baseline=baseline, threads=threads, tls_mode=tls_mode,
         netns=netns, mtu=mtu, rate=rate, delay_ms=delay_ms, counter=counter,

@@ -122,7 +122,8 @@ def profile(
         check_writable(out, flag)
     if not 0 < start_timeout <= 3600:
         raise UsageError("--start-timeout must be more than 0 and at most 3600 s")
-    cfg = CompareConfig(strategies=[], alloc_probe=False).apply(
+    # One server process, as the user runs it: its memory over time is that process's.
+    cfg = CompareConfig(strategies=[], alloc_probe=False, workers=1).apply(
         requests=requests, counting_requests=counting_requests, connections=connections,
         streams=streams, max_seconds=max_seconds, counter=counter, strace=not no_strace)
     if repeat is not None:

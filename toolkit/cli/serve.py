@@ -65,6 +65,9 @@ def serve(
         help="count records (membio); --no-tls-probe: the baseline for the probe's cost")
     ] = True,
     flush_bytes: Annotated[str, typer.Option(help="DATA payload bytes per flush")] = "1MiB",
+    stream_turn: Annotated[str, typer.Option(
+        help="DATA bytes of one response before the next stream's turn in a flush "
+             "(1MiB: one response after another, as RFC 9218's default)")] = "1MiB",
     write_timing: Annotated[bool, typer.Option(
         help="time socket calls and TLS record work from the start (/stats write_timing; "
              "~1.5 us a socket call; GET /stats?write_timing=on|off switches it)")] = False,
@@ -108,6 +111,7 @@ def serve(
         strategy=strategy, tls=tls, host=host, port=port, body_bytes=parse_size(body_size),
         threads=threads, max_frame_bytes=max_frame_size, tls_mode=tls_mode,
         tls_probe=tls_probe, tls_version=tls_version, flush_bytes=parse_size(flush_bytes),
+        stream_turn_bytes=parse_size(stream_turn),
         strategy_options=parse_strategy_flags(ctx.args), tracemalloc=tracemalloc_on,
         write_timing=write_timing, event_loop=loop,
         stats_json=str(stats_json) if stats_json else None, memory_sample_ms=memory_sample_ms,

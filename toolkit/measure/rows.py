@@ -45,6 +45,7 @@ class TimingSample:
     server_tls_probe: bool | None = None  # the server's /stats "tls_probe" (membio only)
     round: int = 0
     started: str = ""  # ISO 8601, when the run began
+    worker: int = 0  # which of the cell's server processes ran it
     rss_bytes_before: int | None = None
     live_heap_bytes_before: int | None = None
     live_heap_bytes_after: int | None = None
@@ -57,7 +58,8 @@ class TimingSample:
     def round_record(self) -> dict[str, Any]:
         """The row's ``rounds`` entry for this run (contract: ROW.rounds)."""
         return {
-            "round": self.round, "started": self.started, "requests": self.requests,
+            "round": self.round, "started": self.started, "worker": self.worker,
+            "requests": self.requests,
             "failures": self.failures, "req_per_s": self.req_per_s,
             "mbytes_per_s": self.mbytes_per_s, "latency_ms_p50": self.latency_ms_p50,
             "latency_ms_p99": self.latency_ms_p99, "cpu_s_per_request": self.cpu_s_per_request,

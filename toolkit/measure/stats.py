@@ -128,19 +128,39 @@ def theil_sen(xs: Sequence[float], ys: Sequence[float], *, max_points: int = 400
     """Median of pairwise slopes dy/dx with Sen's 95% interval; None with fewer than 3
     points of distinct x. Long series are thinned evenly to ``max_points`` (the pairs
     grow as n^2)."""
-    pts = [(x, y) for x, y in zip(xs, ys, strict=True) if x is not None and y is not None]
-    if len(pts) > max_points:
-        step = len(pts) / max_points
-        pts = [pts[int(i * step)] for i in range(max_points)]
-    n = len(pts)
-    slopes = sorted((y2 - y1) / (x2 - x1) for i, (x1, y1) in enumerate(pts)
-                    for x2, y2 in pts[i + 1:] if x2 != x1)
-    if len({x for x, _ in pts}) < 3 or not slopes:
+    return grouped_theil_sen([(xs, ys)], max_points=max_points)
+
+
+def grouped_theil_sen(groups: Sequence[tuple[Sequence[float], Sequence[float]]], *,
+                      max_points: int = 400) -> Interval | None:
+    """One slope shared by several series with their own offsets (a cell's worker
+    processes: each has its own baseline RSS): the seasonal Kendall slope of Hirsch,
+    Slack and Smith (1982), the median of the pairwise slopes taken within each series
+    only, with Sen's interval from the summed variances of each series' Kendall S. One
+    series is plain Theil-Sen. None with fewer than 3 distinct x in every series."""
+    slopes: list[float] = []
+    var_s = 0.0
+    n_total = 0
+    per_group = max(3, max_points // max(1, len(groups)))
+    for xs, ys in groups:
+        pts = [(x, y) for x, y in zip(xs, ys, strict=True) if x is not None and y is not None]
+        if len(pts) > per_group:
+            step = len(pts) / per_group
+            pts = [pts[int(i * step)] for i in range(per_group)]
+        if len({x for x, _ in pts}) < 3:
+            continue
+        n = len(pts)
+        slopes += [(y2 - y1) / (x2 - x1) for i, (x1, y1) in enumerate(pts)
+                   for x2, y2 in pts[i + 1:] if x2 != x1]
+        var_s += n * (n - 1) * (2 * n + 5) / 18  # Kendall's S, no ties assumed
+        n_total += n
+    if not slopes:
         return None
+    slopes.sort()
     m = len(slopes)
-    # Sen (1968): the interval's ranks from the variance of Kendall's S (no ties assumed).
-    c = _Z95 * math.sqrt(n * (n - 1) * (2 * n + 5) / 18)
+    # Sen (1968): the interval's ranks from the variance of Kendall's S.
+    c = _Z95 * math.sqrt(var_s)
     lo_rank = max(0, math.floor((m - c) / 2))
     hi_rank = min(m - 1, math.ceil((m + c) / 2))
     return Interval(statistics.median(slopes), slopes[lo_rank], slopes[hi_rank],
-                    CONFIDENCE, n)
+                    CONFIDENCE, n_total)

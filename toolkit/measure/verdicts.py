@@ -15,9 +15,9 @@ from toolkit.measure.rows import FIGURES, ResultRow
 from toolkit.measure.stats import (
     Interval,
     coefficient_of_variation,
+    grouped_theil_sen,
     median_interval,
     paired_ratios,
-    theil_sen,
     verdict,
 )
 
@@ -128,25 +128,38 @@ def rounds_needed(rows: Sequence[ResultRow], target_half_width: float) -> bool:
     return False
 
 
-def memory_summary(series: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Slopes of RSS and live heap against requests served (bytes per 1,000 requests), with
-    their intervals, a verdict, and the series itself as [s, rss_bytes, heap_bytes]."""
-    if not series or not series.get("samples"):
-        return None
-    samples = series["samples"]
+def _fit_samples(samples: list[list[Any]]) -> tuple[list[list[Any]], bool]:
+    """One worker's samples the slope is taken over, and whether they are the idle ones."""
     served = max(s[3] for s in samples)
     warm = [s for s in samples if s[3] >= WARMUP_FRACTION * served]
     # The slope is taken over the samples where the server was idle (no response since the
     # previous sample): between rounds, what it keeps; during a round RSS also holds the
     # transient buffers of the responses in flight, which is noise for this question.
     idle = [s for prev, s in itertools.pairwise(warm) if s[3] == prev[3]]
-    fit = idle if len(idle) >= _MIN_IDLE_SAMPLES else warm
-    krequests = [s[3] / 1000 for s in fit]
-    rss = theil_sen(krequests, [s[1] for s in fit])
-    heaps = [s[2] for s in fit]
-    heap = theil_sen(krequests, heaps) if all(h is not None for h in heaps) else None
+    return (idle, True) if len(idle) >= _MIN_IDLE_SAMPLES else (warm, False)
+
+
+def memory_summary(series: dict[str, Any] | Sequence[dict[str, Any] | None] | None
+                   ) -> dict[str, Any] | None:
+    """Slopes of RSS and live heap against requests served (bytes per 1,000 requests), with
+    their intervals, a verdict, and the series itself as [s, rss_bytes, heap_bytes].
+
+    ``series``: one server's, or one per worker process of a cell: each worker has its own
+    baseline, so the slope is the one they share (pairs within a worker only: a grouped
+    Theil-Sen), each worker's warm-up skipped; ``series`` shows the first worker's."""
+    listed = [series] if isinstance(series, dict) else list(series or [])
+    workers = [s["samples"] for s in listed if s and s.get("samples")]
+    if not workers:
+        return None
+    fits = [_fit_samples(samples) for samples in workers]
+    rss = grouped_theil_sen([([s[3] / 1000 for s in fit], [s[1] for s in fit])
+                             for fit, _ in fits])
+    heap = None
+    if all(s[2] is not None for fit, _ in fits for s in fit):
+        heap = grouped_theil_sen([([s[3] / 1000 for s in fit], [s[2] for s in fit])
+                                  for fit, _ in fits])
     slopes = [s for s in (rss, heap) if s is not None]
-    points = len({s[3] for s in fit})
+    points = sum(len({s[3] for s in fit}) for fit, _ in fits)
     reason = None
     if points < MIN_TRAFFIC_POINTS:
         reason = (f"too little traffic to tell growth from a step: {points} request counts "
@@ -156,14 +169,21 @@ def memory_summary(series: dict[str, Any] | None) -> dict[str, Any] | None:
     # Either kind of growth counts: RSS alone misses a heap that grows into freed pages,
     # the heap alone misses arenas that never give memory back (the review saw both).
     grows = any(s.ci_low > GROWTH_BYTES_PER_KREQUEST for s in slopes)
-    return {
+    first = workers[0]
+    all_idle = all(idle for _, idle in fits)
+    out = {
         "rss_slope_bytes_per_krequest": rss.to_dict() if rss else None,
         "heap_slope_bytes_per_krequest": heap.to_dict() if heap else None,
         "verdict": None if reason else ("grows" if grows else "flat"),
         "verdict_reason": reason,
-        "series": [[s[0], s[1], s[2]] for s in samples],
-        "responses": [s[3] for s in samples],
-        "interval_s": series.get("interval_s"),
-        "slope_from": ("idle samples" if fit is idle else "all samples") + " after warm-up",
-        "warmup_responses": min(s[3] for s in warm),
+        "series": [[s[0], s[1], s[2]] for s in first],
+        "responses": [s[3] for s in first],
+        "interval_s": listed[0].get("interval_s") if listed[0] else None,
+        "slope_from": ("idle samples" if all_idle else "all samples") + " after warm-up",
+        "warmup_responses": min(min(s[3] for s in fit) for fit, _ in fits if fit),
+        "workers": len(workers),
     }
+    if len(workers) > 1:
+        out["worker_series"] = [{"series": [[s[0], s[1], s[2]] for s in w],
+                                 "responses": [s[3] for s in w]} for w in workers]
+    return out

@@ -77,9 +77,12 @@ class CellRunner:
                                  connections=cfg.connections, streams=cfg.streams,
                                  verify_body=verify_body)
 
-    def start_timing_server(self, cell: Cell) -> TimedServer:
-        """The cell's server for all its timing rounds: untraced, sampling its memory, warm
-        (code paths, the body buffer and HPACK tables exist before the first round)."""
+    def start_timing_server(self, cell: Cell, round_requests: int | None = None
+                            ) -> TimedServer:
+        """A server for a cell's timing rounds: untraced, sampling its memory, warm (code
+        paths, the body buffer and HPACK tables exist before the first round).
+        ``round_requests``: the round length, when it is already known (the cells of one
+        transport and body size all run rounds of the same length)."""
         cfg = self.cfg
         srv: TimedServer
         if cell.other is None:
@@ -91,13 +94,19 @@ class CellRunner:
         try:
             self.load(srv.load_url, max(cfg.warmup_requests, cfg.connections * cfg.streams),
                       verify_body=srv.verify_body)
-            if cfg.requests is None:  # the rate a round's length is set from
+            if cfg.requests is not None:
+                srv.round_requests = cfg.requests
+            elif round_requests is not None:
+                # A discarded round in place of the first worker's calibration load: every
+                # worker starts its rounds warmed up alike (as pyperf's workers do).
+                srv.round_requests = round_requests
+                self.load(srv.load_url, round_requests, verify_body=srv.verify_body)
+            else:  # the rate a round's length is set from (runner/run.py shares it out)
                 calibration = self.load(srv.load_url, cfg.timing_requests(cell.body_bytes),
                                         verify_body=srv.verify_body)
+                srv.calibration_req_per_s = calibration.req_per_s
                 srv.round_requests = cfg.round_requests(cell.body_bytes,
-                                                        calibration.req_per_s)
-            else:
-                srv.round_requests = cfg.requests
+                                                        [calibration.req_per_s])
         except BaseException:
             srv.stop()
             raise

@@ -76,6 +76,9 @@ class CompareConfig:
     min_rounds: int = 6  # the fewest whose order-statistic interval reaches 95%
     max_rounds: int = 400  # a bound on the JSON; the time budget ends rounds first
     target_half_width: float = 0.05
+    # Server processes per cell (pyperf's worker processes); round i runs on worker
+    # i mod workers. Measured: see NOISE_THRESHOLD (toolkit/measure/verdicts.py).
+    workers: int = 4
     noise_threshold: float = NOISE_THRESHOLD
     memory_sample_ms: int = 250
     round_bytes: int = 512 << 20  # calibration load: body bytes (then rounds are timed)
@@ -136,6 +139,8 @@ class CompareConfig:
         if (self.repeat is not None and self.repeat < 1) or self.connections < 1 \
                 or self.streams < 1:
             raise UsageError("--repeat, --connections and --streams must be at least 1")
+        if not 1 <= self.workers <= 64:
+            raise UsageError("--workers must be 1 .. 64 (server processes per cell)")
         if not 1 <= self.max_seconds <= 7 * 86400:
             raise UsageError("--max-seconds must be 1 .. 604800")
         if not 0 < self.noise_threshold < 1:
@@ -221,12 +226,22 @@ class CompareConfig:
         # within 300..3000 requests.
         return max(300, min(3000, self.round_bytes // max(body_bytes, 1)))
 
-    def round_requests(self, body_bytes: int, req_per_s: float | None) -> int:
-        """Requests per timing round: --requests, or what lasts ``round_s`` at the rate
-        the calibration load measured (and at least one per connection, for h2load)."""
-        if self.requests is not None or not req_per_s:
+    def round_requests(self, body_bytes: int, rates: list[float | None]) -> int:
+        """Requests per timing round: --requests, or the count that lasts ``round_s`` on
+        average over the cells of one transport and body size, at the rates their
+        calibration loads measured (at least one per connection, for h2load).
+
+        One count for all of them, so each round's ratio compares the same work: a round's
+        fixed costs (connections, the client's start, the slow first requests) weigh on a
+        short round more, and with a count per cell two copies of one strategy differed
+        by their calibrations (2,633 vs 4,038 requests a round in one A/A run: single#2
+        came out 3% faster with a 10% lower p99 over 336 rounds)."""
+        known = [r for r in rates if r]
+        if self.requests is not None or not known:
             return self.timing_requests(body_bytes)
-        n = int(req_per_s * self.round_s)
+        # n requests take n/r_i seconds on cell i: their mean is round_s when
+        # n = round_s * k / sum(1/r_i).
+        n = int(self.round_s * len(known) / sum(1 / r for r in known))
         return max(self.connections * self.streams, 100, min(n, 200_000))
 
     def strace_requests(self, body_bytes: int) -> int:
@@ -251,7 +266,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # review's 100,000 requests through one server, with memory sampled all along.
     "review": {"strategies": ["single", "split", "writev"], "transports": ["h2c", "h2"],
                "body_sizes": [1 << 20], "requests": 10_000, "counting_requests": 400,
-               "connections": 4, "streams": 4, "repeat": 10},
+               "connections": 4, "streams": 4, "repeat": 10, "workers": 1},
     # A one-minute look: fewer requests per round and per counting run, a short budget.
     "quick": {"max_seconds": 55.0, "counting_requests": 48, "round_s": 0.15},
 }

@@ -44,6 +44,8 @@ def collect_meta(cfg: CompareConfig, command: str) -> dict[str, Any]:
         "repeat": "auto" if cfg.repeat is None else cfg.repeat,
         "max_seconds": cfg.max_seconds if cfg.repeat is None else None,
         "target_half_width": cfg.target_half_width,
+        # Server processes per cell; a round's "worker" says which one ran it.
+        "workers": cfg.workers,
         # Verdicts: a ratio whose interval lies within +-noise_threshold of 1 is "same",
         # wholly beyond it "better"/"worse", across it "inconclusive".
         "noise_threshold": cfg.noise_threshold,

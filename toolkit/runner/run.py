@@ -1,7 +1,12 @@
 """The comparison runner: counting runs, then interleaved timing rounds, then the verdicts.
 
-1. Each cell's timing server is started once and lives through all its rounds (untraced,
-   probe-free, sampling its memory).
+1. Each cell's timing servers are started once and live through all its rounds (untraced,
+   probe-free, sampling their memory): ``workers`` processes per cell, as pyperf runs its
+   benchmarks in several worker processes, and round *i* of a cell runs on its worker
+   *i mod workers*. Two processes of one server differ (measured here: up to 14% in p99 and
+   10% in CPU per request between two processes of the same strategy, for all their
+   rounds); with one process per cell that difference is in every paired ratio, and no
+   number of rounds averages it away.
 2. A counting run per cell under real strace (cells.py): writeshape's own server afresh
    under ``strace -f`` (write syscalls, TLS records, the self-count check); another
    server with strace attached to its running tree. A fixed cost, paid first.
@@ -51,8 +56,14 @@ class CellState:
     memory: dict[str, Any] | None = None
     error: str | None = None  # the cell could not be timed: no more rounds for it
     counting_error: str | None = None  # the counting run failed; the timing rounds go on
-    server: TimedServer | None = None
-    last_snapshot: Snapshot | None = None  # the server's state at the end of its last round
+    servers: list[TimedServer] = field(default_factory=list)  # its worker processes
+    # Each worker's state at the end of its last round.
+    last_snapshots: dict[int, Snapshot] = field(default_factory=dict)
+
+    @property
+    def server(self) -> TimedServer | None:
+        """The first worker: the one counted, timed for writes and probed for allocations."""
+        return self.servers[0] if self.servers else None
 
 
 def _describe(cell: Cell) -> str:
@@ -113,8 +124,8 @@ class Comparison:
 
     @staticmethod
     def _stop(state: CellState) -> None:
-        if state.server is not None:
-            srv, state.server = state.server, None
+        servers, state.servers = state.servers, []
+        for srv in servers:
             srv.stop()
 
     def _counting_runs(self) -> None:
@@ -127,10 +138,32 @@ class Comparison:
             self._update()
 
     def _start_servers(self) -> None:
+        """Every cell's first worker (calibrated), one round length per transport and body
+        size (CompareConfig.round_requests), then the other workers, warmed up by a round."""
         for state in self._alive():
             self._say(f"starting {_describe(state.cell)}")
             try:
-                state.server = self.runner.start_timing_server(state.cell)
+                state.servers.append(self.runner.start_timing_server(state.cell))
+            except WriteshapeError as exc:
+                self._fail(state, f"timing server: {exc}")
+        groups: dict[tuple[str, int], list[CellState]] = {}
+        for state in self._alive():
+            groups.setdefault((state.cell.transport, state.cell.body_bytes), []).append(state)
+        for (_, body), states in groups.items():
+            n = self.cfg.round_requests(body, [s.servers[0].calibration_req_per_s
+                                               for s in states])
+            for state in states:
+                state.servers[0].round_requests = n
+        for state in self._alive():
+            # A server already running (profile --pid/--cmd) is one process: one worker.
+            other = state.cell.other
+            workers = 1 if other is not None and other.target is not None else self.cfg.workers
+            if workers > 1:
+                self._say(f"starting {workers - 1} more workers of {_describe(state.cell)}")
+            try:
+                for _ in range(workers - 1):
+                    state.servers.append(self.runner.start_timing_server(
+                        state.cell, round_requests=state.servers[0].round_requests))
             except WriteshapeError as exc:
                 self._fail(state, f"timing server: {exc}")
 
@@ -166,11 +199,12 @@ class Comparison:
         order = list(alive)
         random.Random(r).shuffle(order)
         for state in order:
-            assert state.server is not None
+            worker = r % len(state.servers)
             self._say(f"round {r + 1}: {_describe(state.cell)}")
             try:
-                sample, state.last_snapshot = self.runner.timing_round(
-                    state.cell, state.server, r, state.last_snapshot)
+                sample, state.last_snapshots[worker] = self.runner.timing_round(
+                    state.cell, state.servers[worker], r, state.last_snapshots.get(worker))
+                sample.worker = worker
                 state.timing.append(sample)
             except WriteshapeError as exc:
                 self._fail(state, f"timing round {r + 1}: {exc}")
@@ -189,7 +223,7 @@ class Comparison:
             self._say(f"write timing, allocation probe and memory of {_describe(state.cell)}")
             try:
                 if self.cfg.memory_sample_ms:
-                    state.memory = memory_summary(state.server.memory_series())
+                    state.memory = memory_summary([s.memory_series() for s in state.servers])
                 self._write_timing(state)
                 if self.cfg.alloc_probe:
                     state.alloc = self.runner.alloc_probe(state.server)  # None: not ours

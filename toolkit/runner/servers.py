@@ -36,6 +36,7 @@ class TimedServer(Protocol):
 
     verify_body: bool  # serves writeshape's byte pattern (clients can check bodies)
     round_requests: int  # requests per timing round, set when the server is calibrated
+    calibration_req_per_s: float | None  # the rate its calibration load measured
 
     def snapshot(self, *, after_load: bool) -> Snapshot: ...
 
@@ -59,6 +60,7 @@ class OwnServer:
     process: ServerProcess
     verify_body: bool = True
     round_requests: int = 0
+    calibration_req_per_s: float | None = None
 
     @property
     def load_url(self) -> str:
@@ -105,6 +107,7 @@ class OtherServer:
 
     verify_body: bool
     round_requests: int
+    calibration_req_per_s: float | None
 
     def __init__(self, target: ProcessTreeTarget, *, reference: ReferenceServer | None = None,
                  verify_body: bool = False) -> None:
@@ -112,6 +115,7 @@ class OtherServer:
         self.reference = reference
         self.verify_body = verify_body
         self.round_requests = 0
+        self.calibration_req_per_s = None
         self.load_url = target.url
         self.requests_served = 0  # by our loads: the x of the memory series
         self._samples: list[tuple[float, int, None, int]] = []

@@ -30,6 +30,11 @@ class ServerConfig:
     tls_probe: bool = True
     tls_version: str = "1.3"
     flush_bytes: int = 1 << 20
+    # How much of one response goes out before the next stream's turn within a flush.
+    # RFC 9218's default (urgency 3, not incremental) is one response after another, as
+    # nghttpd sends them; a smaller turn interleaves streams (fairer first bytes, more
+    # h2 state calls and iovecs per byte).
+    stream_turn_bytes: int = 1 << 20
     # The strategy's own options, by keyword (toolkit.strategies: each declares its flag).
     strategy_options: dict[str, Any] = field(default_factory=dict)
     tracemalloc: bool = False
@@ -89,6 +94,8 @@ class ServerConfig:
             raise UsageError("--memory-sample-ms must be 0 (off) .. 3600000")
         if self.flush_bytes < 1:
             raise UsageError("--flush-bytes must be at least 1")
+        if self.stream_turn_bytes < 1:
+            raise UsageError("--stream-turn must be at least 1 byte")
         if self.max_concurrent_streams < 1:
             raise UsageError("--max-concurrent-streams must be at least 1")
         if self.max_header_list_bytes < 1:

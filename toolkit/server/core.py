@@ -203,9 +203,8 @@ class H2ServerCore:
         h2c = self.h2
         frame_max = min(h2c.max_outbound_frame_size, self.cfg.max_frame_bytes)
         active = [only] if only is not None else list(self.responses.values())
-        # Round-robin in slices of `quantum` frames: fair between streams, and one h2
-        # call per slice instead of one per frame.
-        quantum = frame_max * 16
+        # Streams take turns of `stream_turn_bytes` (one h2 call per turn, not per frame).
+        quantum = self.cfg.stream_turn_bytes
         while budget > 0 and active:
             still = []
             for resp in active:
