@@ -161,11 +161,12 @@ def memory_summary(series: dict[str, Any] | Sequence[dict[str, Any] | None] | No
     slopes = [s for s in (rss, heap) if s is not None]
     points = sum(len({s[3] for s in fit}) for fit, _ in fits)
     reason = None
-    if points < MIN_TRAFFIC_POINTS:
+    if points < MIN_TRAFFIC_POINTS or not slopes:
+        # A slope needs 3 request counts within one worker: a few rounds spread over
+        # several workers give none.
         reason = (f"too little traffic to tell growth from a step: {points} request counts "
-                  f"after warm-up, {MIN_TRAFFIC_POINTS} needed (more rounds or --requests)")
-    elif not slopes:
-        reason = "no slope could be fitted"
+                  f"after warm-up over {len(workers)} worker(s), {MIN_TRAFFIC_POINTS} and 3 "
+                  "per worker needed (more rounds, --requests, or fewer --workers)")
     # Either kind of growth counts: RSS alone misses a heap that grows into freed pages,
     # the heap alone misses arenas that never give memory back (the review saw both).
     grows = any(s.ci_low > GROWTH_BYTES_PER_KREQUEST for s in slopes)
