@@ -14,13 +14,13 @@ shared with other benchmarks; reproduce with ``pytest tests/server/test_bench_se
 - 16 KiB, writev: target 0.15x. Measured 0.155-0.27 in 10 runs (0.172-0.182 in the 3 with
   1 s runs), 0.08-0.12 before the lean request path; lowest single round 0.136: the floor
   is the target, on the median of 7 rounds.
-- 1 MiB, writev (the best zero-copy strategy): target 0.8x, not met reliably. Measured
-  0.74-1.05 in 11 runs (3 below 0.8; 0.59-0.69 before): the floor is 0.65, what every
-  run cleared. writev/single measured 1.02-1.23 (>= 0.85 asserted: it skips a 1 MiB copy
-  per response).
+- 1 MiB, writev (the best zero-copy strategy): target 0.8x. Measured 0.93-0.97 in 6 runs
+  since streams take 1 MiB turns (serve --stream-turn; lowest single round 0.87); 0.74-1.05
+  in 11 runs with 256 KiB turns, 0.59-0.69 before the lean path: the floor is the target.
+  writev/single measured 1.02-1.23 (>= 0.85 asserted: it skips a 1 MiB copy per response).
 - TLS (nghttpd with its own key and certificate; writeshape --no-tls-probe, as compare's
   timing runs): figures only, in extra_info. Measured writev 0.31-0.46 at 16 KiB and
-  0.88-1.11 at 1 MiB, coalesce 0.27-0.36 and 0.66-0.87.
+  0.82-1.11 at 1 MiB, coalesce 0.27-0.36 and 0.66-0.87.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from toolkit.server.process import ServerOptions, ServerProcess
 ROUNDS = 7
 SECONDS_PER_RUN = 1.0
 FLOOR_16KIB = 0.15  # the target
-FLOOR_1MIB = 0.8  # the target: measured 0.93-0.97 since streams take 1 MiB turns
+FLOOR_1MIB = 0.8  # the target (measured 0.93-0.97)
 FLOOR_WRITEV_VS_SINGLE = 0.85
 
 

@@ -3,10 +3,11 @@
 1. Each cell's timing servers are started once and live through all its rounds (untraced,
    probe-free, sampling their memory): ``workers`` processes per cell, as pyperf runs its
    benchmarks in several worker processes, and round *i* of a cell runs on its worker
-   *i mod workers*. Two processes of one server differ (measured here: up to 14% in p99 and
-   10% in CPU per request between two processes of the same strategy, for all their
-   rounds); with one process per cell that difference is in every paired ratio, and no
-   number of rounds averages it away.
+   *i mod workers*. All cells of a transport and body size run rounds of one request
+   count. Each matters (A/A runs here, README "Noise"): with one process per cell and a
+   round length per cell, two copies of one strategy differed by up to 14% for all their
+   rounds, and 35 of 240 A/A intervals excluded 1; with 4 workers, 26 of 240; with one
+   round length too, about the 5% that a 95% interval should.
 2. A counting run per cell under real strace (cells.py): writeshape's own server afresh
    under ``strace -f`` (write syscalls, TLS records, the self-count check); another
    server with strace attached to its running tree. A fixed cost, paid first.
@@ -27,6 +28,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from toolkit.errors import WriteshapeError
@@ -64,6 +66,22 @@ class CellState:
     def server(self) -> TimedServer | None:
         """The first worker: the one counted, timed for writes and probed for allocations."""
         return self.servers[0] if self.servers else None
+
+
+def _can_start_more(cell: Cell) -> bool:
+    """A server already running (profile --pid/--cmd) is one process, and so is a reference
+    server whose user config names its own port (a second copy could not listen)."""
+    other = cell.other
+    if other is None:
+        return True
+    if other.target is not None:
+        return False
+    if other.config is not None:
+        try:
+            return "{{port}}" in Path(other.config).read_text(errors="replace")
+        except OSError:
+            return False
+    return True
 
 
 def _describe(cell: Cell) -> str:
@@ -155,9 +173,7 @@ class Comparison:
             for state in states:
                 state.servers[0].round_requests = n
         for state in self._alive():
-            # A server already running (profile --pid/--cmd) is one process: one worker.
-            other = state.cell.other
-            workers = 1 if other is not None and other.target is not None else self.cfg.workers
+            workers = self.cfg.workers if _can_start_more(state.cell) else 1
             if workers > 1:
                 self._say(f"starting {workers - 1} more workers of {_describe(state.cell)}")
             try:
