@@ -148,7 +148,8 @@ def memory_summary(series: dict[str, Any] | Sequence[dict[str, Any] | None] | No
     baseline, so the slope is the one they share (pairs within a worker only: a grouped
     Theil-Sen), each worker's warm-up skipped; ``series`` shows the first worker's."""
     listed = [series] if isinstance(series, dict) else list(series or [])
-    workers = [s["samples"] for s in listed if s and s.get("samples")]
+    listed = [s for s in listed if s and s.get("samples")]
+    workers = [s["samples"] for s in listed]
     if not workers:
         return None
     fits = [_fit_samples(samples) for samples in workers]
@@ -159,7 +160,8 @@ def memory_summary(series: dict[str, Any] | Sequence[dict[str, Any] | None] | No
         heap = grouped_theil_sen([([s[3] / 1000 for s in fit], [s[2] for s in fit])
                                   for fit, _ in fits])
     slopes = [s for s in (rss, heap) if s is not None]
-    points = sum(len({s[3] for s in fit}) for fit, _ in fits)
+    # Request counts in the workers a slope can use (3 or more each).
+    points = sum(n for n in (len({s[3] for s in fit}) for fit, _ in fits) if n >= 3)
     reason = None
     if points < MIN_TRAFFIC_POINTS or not slopes:
         # A slope needs 3 request counts within one worker: a few rounds spread over
@@ -179,7 +181,7 @@ def memory_summary(series: dict[str, Any] | Sequence[dict[str, Any] | None] | No
         "verdict_reason": reason,
         "series": [[s[0], s[1], s[2]] for s in first],
         "responses": [s[3] for s in first],
-        "interval_s": listed[0].get("interval_s") if listed[0] else None,
+        "interval_s": listed[0].get("interval_s"),
         "slope_from": ("idle samples" if all_idle else "all samples") + " after warm-up",
         "warmup_responses": min(min(s[3] for s in fit) for fit, _ in fits if fit),
         "workers": len(workers),

@@ -77,8 +77,10 @@ def _can_start_more(cell: Cell) -> bool:
     if other.target is not None:
         return False
     if other.config is not None:
+        from toolkit.targets.reference import uses_port_placeholder
+
         try:
-            return "{{port}}" in Path(other.config).read_text(errors="replace")
+            return uses_port_placeholder(Path(other.config).read_text(errors="replace"))
         except OSError:
             return False
     return True
@@ -143,8 +145,10 @@ class Comparison:
     @staticmethod
     def _stop(state: CellState) -> None:
         servers, state.servers = state.servers, []
-        for srv in servers:
-            srv.stop()
+        # Every worker is stopped even when one stop raises (or a second Ctrl-C lands).
+        with contextlib.ExitStack() as stack:
+            for srv in servers:
+                stack.callback(srv.stop)
 
     def _counting_runs(self) -> None:
         for state in self._alive():
